@@ -1,0 +1,158 @@
+"""Contrastive losses for two-tower image-text models.
+
+* :func:`sigmoid_pair_losses` -- the SigLIP per-pair loss matrix (used by JEST to score
+  sub-batches, and summed into the batch loss).
+* :func:`sigmoid_contrastive_loss` -- the SigLIP batch loss (Zhai et al., ICCV 2023).
+* :func:`softmax_contrastive_loss` -- the CLIP symmetric cross-entropy (Radford et al. 2021).
+
+All functions take embeddings that the caller has already L2-normalised; they do not
+normalise again. ``logit_scale`` is the *already exponentiated* temperature ``t`` (a float
+or a scalar tensor, e.g. ``TwoTower.logit_scale``), ``logit_bias`` the SigLIP bias ``b``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "sigmoid_contrastive_loss",
+    "sigmoid_pair_losses",
+    "softmax_contrastive_loss",
+]
+
+
+def _check_embeddings(image_emb: Tensor, text_emb: Tensor, *, square: bool) -> None:
+    if not isinstance(image_emb, Tensor) or image_emb.dim() != 2:
+        raise ValueError(f"`image_emb` must be a 2-D tensor [n, D], got {_describe(image_emb)}")
+    if not isinstance(text_emb, Tensor) or text_emb.dim() != 2:
+        raise ValueError(f"`text_emb` must be a 2-D tensor [m, D], got {_describe(text_emb)}")
+    if image_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError(
+            f"`text_emb` must have the same embedding width D as `image_emb` "
+            f"({image_emb.shape[1]}), got shape {tuple(text_emb.shape)}"
+        )
+    if square and image_emb.shape[0] != text_emb.shape[0]:
+        raise ValueError(
+            f"`text_emb` must have as many rows as `image_emb` ({image_emb.shape[0]}) "
+            f"when no `labels` are given, got shape {tuple(text_emb.shape)}"
+        )
+    if image_emb.shape[0] == 0:
+        raise ValueError(
+            f"`image_emb` must have at least one row, got shape {tuple(image_emb.shape)}"
+        )
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    return f"{type(x).__name__}"
+
+
+def _check_scalar(value: Tensor | float, name: str) -> None:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"`{name}` must be a scalar, got a tensor of shape "
+                             f"{tuple(value.shape)}")
+    elif not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be a float or a scalar tensor, got "
+                         f"{type(value).__name__}")
+
+
+def _logits(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float) -> Tensor:
+    if isinstance(logit_scale, Tensor):
+        logit_scale = logit_scale.reshape(())
+    return logit_scale * (image_emb @ text_emb.T)  # [n, m]
+
+
+def sigmoid_pair_losses(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    *,
+    logit_scale: Tensor | float,
+    logit_bias: Tensor | float,
+    labels: Tensor | None = None,
+) -> Tensor:
+    """SigLIP loss of every image-text pair.
+
+    ``L[i, j] = softplus(-z[i, j] * (t * <x_i, y_j> + b)) = -log sigmoid(z[i, j] * logit)``
+
+    Args:
+        image_emb: ``[n, D]`` L2-normalised image embeddings ``x``.
+        text_emb: ``[m, D]`` L2-normalised text embeddings ``y``.
+        logit_scale: temperature ``t`` (already exponentiated), float or scalar tensor.
+        logit_bias: bias ``b``, float or scalar tensor.
+        labels: optional ``[n, m]`` tensor of ``+1`` (matching pair) / ``-1`` (non-matching).
+            Default: ``+1`` on the diagonal and ``-1`` elsewhere, which needs ``n == m``.
+
+    Returns:
+        ``[n, m]`` per-pair losses in nats, same dtype as the embeddings. Differentiable
+        with respect to the embeddings, ``logit_scale`` and ``logit_bias``.
+    """
+    _check_embeddings(image_emb, text_emb, square=labels is None)
+    _check_scalar(logit_scale, "logit_scale")
+    _check_scalar(logit_bias, "logit_bias")
+    n, m = image_emb.shape[0], text_emb.shape[0]
+    if labels is None:
+        z = 2.0 * torch.eye(n, device=image_emb.device, dtype=image_emb.dtype) - 1.0
+    else:
+        if not isinstance(labels, Tensor) or tuple(labels.shape) != (n, m):
+            raise ValueError(f"`labels` must be a tensor of shape {(n, m)}, got "
+                             f"{_describe(labels)}")
+        z = labels.to(dtype=image_emb.dtype)
+    if isinstance(logit_bias, Tensor):
+        logit_bias = logit_bias.reshape(())
+    logits = _logits(image_emb, text_emb, logit_scale) + logit_bias  # [n, m]
+    # -log sigmoid(u) is evaluated stably for |u| large (no exp overflow).
+    return -F.logsigmoid(z * logits)
+
+
+def sigmoid_contrastive_loss(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    *,
+    logit_scale: Tensor | float,
+    logit_bias: Tensor | float,
+) -> Tensor:
+    """SigLIP batch loss ``-1/B sum_i sum_j log sigmoid(z_ij (t <x_i, y_j> + b))``.
+
+    Args:
+        image_emb: ``[B, D]`` L2-normalised image embeddings; row ``i`` matches text row ``i``.
+        text_emb: ``[B, D]`` L2-normalised text embeddings.
+        logit_scale: temperature ``t`` (already exponentiated).
+        logit_bias: bias ``b``.
+
+    Returns:
+        Scalar tensor: the sum of the ``B x B`` pair losses divided by ``B`` (nats per example).
+    """
+    pair = sigmoid_pair_losses(
+        image_emb, text_emb, logit_scale=logit_scale, logit_bias=logit_bias
+    )  # [B, B]
+    return pair.sum() / image_emb.shape[0]
+
+
+def softmax_contrastive_loss(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    *,
+    logit_scale: Tensor | float,
+) -> Tensor:
+    """CLIP symmetric InfoNCE loss.
+
+    Mean of the image-to-text and text-to-image cross-entropies over the logits
+    ``t * image_emb @ text_emb.T`` with targets ``arange(B)``.
+
+    Args:
+        image_emb: ``[B, D]`` L2-normalised image embeddings; row ``i`` matches text row ``i``.
+        text_emb: ``[B, D]`` L2-normalised text embeddings.
+        logit_scale: temperature ``t`` (already exponentiated).
+
+    Returns:
+        Scalar tensor (nats per example).
+    """
+    _check_embeddings(image_emb, text_emb, square=True)
+    _check_scalar(logit_scale, "logit_scale")
+    logits = _logits(image_emb, text_emb, logit_scale)  # [B, B]
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

@@ -1,0 +1,260 @@
+"""Atomic checkpoints: safetensors tensors plus a JSON state.
+
+A run directory holds ``checkpoints/step_00000100/`` folders, each with
+
+- ``model.safetensors``: the model weights;
+- ``trainer.safetensors``: optimizer tensors (Adam moments, step counts) and RNG states;
+- ``state.json``: everything else (step, examples seen, FLOPs, data position, optimizer
+  hyper-parameters, the full config).
+
+A checkpoint is written into a temporary folder, flushed to disk, then renamed into place;
+only then does ``checkpoints/latest`` (itself replaced atomically) point at it, and only
+then are older checkpoints pruned. A crash at any moment leaves the previous complete
+checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "CheckpointError",
+    "atomic_write_text",
+    "find_checkpoint",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_model_weights",
+    "optimizer_from_tensors",
+    "optimizer_to_tensors",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = 1
+_LATEST = "latest"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not match the model; names the file."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split an optimizer's state dict into flat tensors and JSON-able parameter groups."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
+        for group in sd["param_groups"]
+    ]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Any
+) -> None:
+    """Inverse of :func:`optimizer_to_tensors`: load the state into ``optimizer``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = []
+    for group in meta["param_groups"]:
+        g = dict(group)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: model weights, trainer tensors and the JSON state."""
+
+    path: Path
+    model: dict[str, torch.Tensor]
+    trainer: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike[str],
+    *,
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    trainer_tensors: Mapping[str, torch.Tensor],
+    state: Mapping[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``step`` atomically under ``run_dir/checkpoints`` and prune old ones.
+
+    Returns the checkpoint folder. ``keep`` complete checkpoints are kept (>= 1).
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+    try:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model_state.items()},
+            str(tmp / "model.safetensors"),
+        )
+        save_file(dict(trainer_tensors), str(tmp / "trainer.safetensors"))
+        payload = {"format": CHECKPOINT_FORMAT, "step": step, **state}
+        (tmp / "state.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # a re-run of the same step (after a resume): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(root)
+    atomic_write_text(root / _LATEST, name + "\n")
+    complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+    for old in complete[:-keep]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(".step_*.tmp"):  # folders of a crashed earlier write
+        shutil.rmtree(leftover, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint folder of a run, or ``None`` when there is none."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / _LATEST
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8").strip()
+        if name and (root / name / "state.json").is_file():
+            return root / name
+    if not root.is_dir():
+        return None
+    complete = sorted(
+        p for p in root.iterdir() if p.name.startswith("step_") and (p / "state.json").is_file()
+    )
+    return complete[-1] if complete else None
+
+
+def find_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """Resolve a run folder, a ``checkpoints`` folder or a checkpoint folder to a checkpoint.
+
+    Raises :class:`CheckpointError` naming the path when no checkpoint is found.
+    """
+    path = Path(path)
+    if (path / "state.json").is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    for run_dir in (path, path.parent):
+        found = latest_checkpoint(run_dir) if (run_dir / "checkpoints").is_dir() else None
+        if found is not None:
+            return found
+    raise CheckpointError(f"no checkpoint found in {path} (expected state.json or checkpoints/)")
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint file {file} is missing") from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint file {file} is unreadable: {exc}") from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint (see :func:`find_checkpoint` for the accepted paths)."""
+    folder = find_checkpoint(path)
+    state_file = folder / "state.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint file {state_file} is unreadable: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint file {state_file} has format {state.get('format') if isinstance(state, dict) else None!r}, "
+            f"expected {CHECKPOINT_FORMAT}"
+        )
+    return Checkpoint(
+        path=folder,
+        model=_load_tensors(folder / "model.safetensors"),
+        trainer=_load_tensors(folder / "trainer.safetensors"),
+        state=state,
+    )
+
+
+def load_model_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Load ``weights`` into ``model`` strictly; a missing, unexpected or mis-shaped tensor
+    raises :class:`CheckpointError` naming the checkpoint and the tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {source} does not match the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for key, value in weights.items():
+        if own[key].shape != value.shape:
+            raise CheckpointError(
+                f"checkpoint {source} does not match the model: {key} has shape "
+                f"{tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(dict(weights), strict=True)

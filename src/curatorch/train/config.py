@@ -1,0 +1,340 @@
+"""Experiment configuration: TOML files mapped onto frozen dataclasses.
+
+A config file has one table per section (``[data]``, ``[model]``, ``[optim]``, ``[train]``,
+``[eval]``, ``[strategy]``). Every key is checked against the dataclass fields: unknown keys
+and wrong types raise :class:`ConfigError` naming the key (``train.steps``), and each section
+validates its values. ``--set section.key=value`` overrides go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from curatorch.data import DataConfig
+
+__all__ = [
+    "EVAL_STRATEGIES",
+    "STRATEGIES",
+    "ConfigError",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelSection",
+    "OptimConfig",
+    "StrategyConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which model to build.
+
+    ``size`` is a name in the model registry (``tiny``, ``small``, ``base``). Image size,
+    vocabulary and context length come from the data. ``patch_sizes`` empty means the
+    registry default for the image size ((4, 8) for 16 px); ``train_patch_size`` 0 means the
+    smallest configured patch size.
+    """
+
+    size: str = "tiny"
+    patch_sizes: tuple[int, ...] = ()
+    train_patch_size: int = 0
+    attention: str = "sdpa"
+
+    def validate(self) -> None:
+        if any(p <= 0 for p in self.patch_sizes):
+            raise ConfigError(f"model.patch_sizes must be positive, got {list(self.patch_sizes)}")
+        if self.train_patch_size < 0:
+            raise ConfigError(f"model.train_patch_size must be >= 0, got {self.train_patch_size}")
+        if self.patch_sizes and self.train_patch_size and (
+            self.train_patch_size not in self.patch_sizes
+        ):
+            raise ConfigError(
+                f"model.train_patch_size must be one of model.patch_sizes "
+                f"{list(self.patch_sizes)}, got {self.train_patch_size}"
+            )
+        if self.attention not in ("sdpa", "math"):
+            raise ConfigError(f"model.attention must be 'sdpa' or 'math', got {self.attention!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule (linear warmup, then cosine decay)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+    def validate(self) -> None:
+        if self.name not in ("adamw", "adam"):
+            raise ConfigError(f"optim.name must be 'adamw' or 'adam', got {self.name!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"optim.lr must be a positive finite number, got {self.lr}")
+        for key in ("beta1", "beta2"):
+            value = getattr(self, key)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"optim.{key} must be in [0, 1), got {value}")
+        if self.eps <= 0:
+            raise ConfigError(f"optim.eps must be > 0, got {self.eps}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training run: length, batch size, cadence of evaluation and checkpoints."""
+
+    steps: int = 300
+    batch_size: int = 128
+    eval_every: int = 100
+    eval_at_start: bool = True
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int = 0
+
+    def validate(self) -> None:
+        for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, key)
+            if value < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {value}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.threads < 0:
+            raise ConfigError(f"train.threads must be >= 0 (0 = torch default), got {self.threads}")
+        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+            raise ConfigError(f"train.device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings (the eval sets themselves come from the data config)."""
+
+    batch_size: int = 500
+    fewshot_l2: float = 1.0
+    patch_size: int = 0
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.fewshot_l2 < 0:
+            raise ConfigError(f"eval.fewshot_l2 must be >= 0, got {self.fewshot_l2}")
+        if self.patch_size < 0:
+            raise ConfigError(f"eval.patch_size must be >= 0 (0 = train patch), got {self.patch_size}")
+
+
+STRATEGIES = ("iid",)
+EVAL_STRATEGIES = STRATEGIES
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How each training batch is chosen. ``iid``: uniformly at random, without replacement
+    within an epoch."""
+
+    name: str = "iid"
+
+    def validate(self) -> None:
+        if self.name not in STRATEGIES:
+            raise ConfigError(f"strategy.name must be one of {list(STRATEGIES)}, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: one section per concern."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+    def validate(self) -> None:
+        """Validate every section; raises :class:`ConfigError` naming the field."""
+        try:
+            self.data.validate()
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        for section in (self.model, self.optim, self.train, self.eval, self.strategy):
+            section.validate()
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints widen to floats, lists to tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key} has the wrong type: got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be a boolean, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")  # pragma: no cover
+
+
+def _section_from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{prefix}] must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key {prefix}.{key} (known keys in [{prefix}]: {sorted(names)})"
+            )
+    kwargs = {key: _coerce(value, hints[key], f"{prefix}.{key}") for key, value in raw.items()}
+    return cls(**kwargs)
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelSection,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "strategy": StrategyConfig,
+}
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested dicts (a parsed TOML)."""
+    for key in raw:
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown config section [{key}] (known: {sorted(_SECTIONS)})")
+    sections = {
+        name: _section_from_dict(cls, raw.get(name, {}), name) for name, cls in _SECTIONS.items()
+    }
+    cfg = ExperimentConfig(**sections)
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The config as nested plain dicts (tuples become lists), suitable for JSON or TOML."""
+
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return {
+        name: {f.name: plain(getattr(getattr(cfg, name), f.name)) for f in dataclasses.fields(cls)}
+        for name, cls in _SECTIONS.items()
+    }
+
+
+def _parse_override_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string: --set strategy.name=iid
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a parsed config (values parsed as TOML).
+
+    Raises :class:`ConfigError` naming the override when it is malformed or names an
+    unknown section or key.
+    """
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        path, text = item.split("=", 1)
+        parts = path.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        section, key = parts
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown config section [{section}] in --set {item!r}")
+        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+        if key not in known:
+            raise ConfigError(f"unknown config key {section}.{key} in --set {item!r}")
+        out.setdefault(section, {})[key] = _parse_override_value(text.strip())
+    return out
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a TOML config file, apply ``--set`` overrides and validate.
+
+    Raises :class:`ConfigError` naming the file when it is missing or not valid TOML.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    try:
+        return config_from_dict(apply_overrides(raw, overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,399 @@
+"""The one training loop.
+
+``train(cfg, out_dir)`` builds the world, the model and the optimizer from an
+:class:`ExperimentConfig`, trains for ``cfg.train.steps`` steps, evaluates every
+``eval_every`` steps into ``metrics.jsonl``, checkpoints atomically every
+``checkpoint_every`` steps and returns a summary. Batch selection is a strategy
+(``cfg.strategy``); the IID strategy takes each batch uniformly at random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curatorch import __version__
+from curatorch.data import PairDataset, World, build_world
+from curatorch.eval import evaluate
+from curatorch.losses import sigmoid_contrastive_loss
+from curatorch.models import TwoTower, TwoTowerConfig, build_model, two_tower_forward_flops
+from curatorch.train.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
+from curatorch.train.config import ExperimentConfig, OptimConfig, config_to_dict
+from curatorch.train.model_config import model_config_for
+from curatorch.train.sampler import EpochSampler
+from curatorch.train.schedule import lr_at
+
+__all__ = [
+    "RUN_FILES",
+    "OutputDirError",
+    "TrainingError",
+    "build_optimizer",
+    "prepare_run_dir",
+    "train",
+]
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints")
+
+# keys of the config that may differ between a run and its resumption
+_RESUMABLE_DIFFERENCES = {("train", "device"), ("train", "threads"), ("eval", "batch_size")}
+
+
+class OutputDirError(ValueError):
+    """The output folder cannot be used for this run; the message names it."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (for instance a non-finite loss); names the step."""
+
+
+def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    diffs = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if (section, key) in _RESUMABLE_DIFFERENCES:
+                continue
+            if a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return diffs
+
+
+def prepare_run_dir(
+    out_dir: str | os.PathLike[str], *, config: dict[str, Any], resume: bool, overwrite: bool
+) -> bool:
+    """Check and prepare the output folder; returns True when an earlier run is resumed.
+
+    - A missing or empty folder starts a fresh run (also with ``resume``).
+    - A folder holding a run is resumed with ``resume`` (its config must match, apart from
+      device and thread settings), replaced with ``overwrite``, and refused otherwise.
+    - A non-empty folder that holds no run is refused (nothing of it is touched).
+    - An unwritable folder fails here, before any training.
+    Raises :class:`OutputDirError` naming the folder.
+    """
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise OutputDirError("--resume and --overwrite cannot be used together")
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output path {out} exists and is not a folder")
+    existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    holds_run = (out / "config.json").is_file()
+    resuming = False
+    if existing:
+        if not holds_run:
+            raise OutputDirError(
+                f"output folder {out} is not empty and holds no curatorch run "
+                f"({', '.join(existing[:5])}); choose another --out"
+            )
+        if resume:
+            try:
+                old = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise OutputDirError(f"{out / 'config.json'} is unreadable: {exc}") from exc
+            diffs = _config_differences(old, config)
+            if diffs:
+                raise OutputDirError(
+                    f"cannot resume {out}: its config differs ({'; '.join(diffs[:4])})"
+                )
+            resuming = True
+        elif overwrite:
+            for name in RUN_FILES:
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        else:
+            raise OutputDirError(
+                f"output folder {out} already holds a run; pass --resume to continue it "
+                f"or --overwrite to replace it"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".curatorch-write-test"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputDirError(f"output folder {out} is not writable: {exc}") from exc
+    if not resuming:
+        atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
+    return resuming
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (or Adam) with weight decay only on matrices: biases, norms, positional
+    embeddings and the temperature/bias scalars are not decayed."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "pos" in name.split(".")[-1]:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    kwargs = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, **kwargs)
+    return torch.optim.Adam(groups, **kwargs)
+
+
+@dataclass
+class _Progress:
+    """Counters that a checkpoint carries."""
+
+    step: int = 0
+    examples_seen: int = 0
+    flops_train: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only the records up to ``last_step`` (those an interrupted run wrote after its
+    last checkpoint are produced again)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a torn last line
+        if rec.get("step", math.inf) <= last_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def train(
+    cfg: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    world: World | None = None,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train a two-tower model as configured; returns the final summary record.
+
+    Args:
+        cfg: the validated experiment config.
+        out_dir: the run folder (see :func:`prepare_run_dir`).
+        resume: continue from the folder's latest checkpoint (a fresh run if it has none).
+        overwrite: replace the run the folder holds.
+        progress: show a tqdm progress bar on stderr.
+        world: a prebuilt world for ``cfg.data`` (saves regenerating it), else built here.
+        on_eval: called with every metrics record as it is written.
+    """
+    from tqdm.auto import tqdm
+
+    cfg.validate()
+    out = Path(out_dir)
+    cfg_dict = config_to_dict(cfg)
+    resuming = prepare_run_dir(out, config=cfg_dict, resume=resume, overwrite=overwrite)
+    t_start = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = torch.device(cfg.train.device)
+
+    if world is None:
+        world = build_world(cfg.data)
+    pool: PairDataset = world.curated if cfg.data.pool == "curated" else world.raw
+    model_cfg: TwoTowerConfig = model_config_for(cfg, world)
+    torch.manual_seed(cfg.train.seed)
+    model: TwoTower = build_model(model_cfg).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    sampler = EpochSampler(len(pool), seed=cfg.train.seed)
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # strategies' randomness
+    train_patch = cfg.model.train_patch_size or min(model_cfg.image.patch_sizes)
+    eval_patch = cfg.eval.patch_size or train_patch
+    fwd_flops = two_tower_forward_flops(model_cfg, train_patch)
+    batch = cfg.train.batch_size
+    prog = _Progress()
+    metrics_path = out / "metrics.jsonl"
+
+    if resuming:
+        ckpt_dir = latest_checkpoint(out)
+        if ckpt_dir is None:
+            metrics_path.unlink(missing_ok=True)  # nothing to continue: a fresh start
+        else:
+            ckpt = load_checkpoint(ckpt_dir)
+            load_model_weights(model, ckpt.model, ckpt.path)
+            try:
+                optimizer_from_tensors(optimizer, ckpt.trainer, ckpt.state["optimizer"])
+                sampler.load_state_dict(ckpt.state["sampler"])
+                gen.set_state(ckpt.trainer["rng.strategy"])
+                torch.set_rng_state(ckpt.trainer["rng.torch"])
+                prog = _Progress(**ckpt.state["progress"])
+            except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+                raise CheckpointError(f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}") from exc
+            _truncate_metrics(metrics_path, prog.step)
+
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if cfg.train.precision == "bf16"
+        else nullcontext()
+    )
+
+    def checkpoint() -> Path:
+        tensors, opt_meta = optimizer_to_tensors(optimizer)
+        tensors["rng.strategy"] = gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        return save_checkpoint(
+            out,
+            step=prog.step,
+            model_state=model.state_dict(),
+            trainer_tensors=tensors,
+            state={
+                "curatorch_version": __version__,
+                "config": cfg_dict,
+                "model_config": dataclasses.asdict(model_cfg),
+                "progress": prog.__dict__,
+                "sampler": sampler.state_dict(),
+                "optimizer": opt_meta,
+            },
+            keep=cfg.train.keep_checkpoints,
+        )
+
+    last_record: dict[str, Any] = {}
+
+    def run_eval() -> dict[str, Any]:
+        nonlocal last_record
+        with autocast:
+            scores = evaluate(
+                model,
+                world.eval,
+                patch_size=eval_patch,
+                batch_size=cfg.eval.batch_size,
+                fewshot_l2=cfg.eval.fewshot_l2,
+                device=device,
+            )
+        record = {
+            "step": prog.step,
+            "examples_seen": prog.examples_seen,
+            "flops": prog.flops_train,
+            "flops_train": prog.flops_train,
+            **scores,
+            "train_loss": prog.loss_sum / prog.loss_count if prog.loss_count else None,
+            "lr": optimizer.param_groups[0]["lr"],
+            "logit_scale": float(model.logit_scale),
+            "logit_bias": float(model.logit_bias),
+        }
+        prog.loss_sum, prog.loss_count = 0.0, 0
+        _append_jsonl(metrics_path, record)
+        if on_eval is not None:
+            on_eval(record)
+        last_record = record
+        return record
+
+    if prog.step == 0 and cfg.train.eval_at_start and not metrics_path.exists():
+        run_eval()
+
+    model.train()
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=prog.step,
+        desc=f"train {cfg.strategy.name}",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+    last_ckpt = latest_checkpoint(out)
+    t_loop = time.perf_counter()
+    steps_this_session = 0
+    while prog.step < cfg.train.steps:
+        lr = lr_at(
+            prog.step,
+            base_lr=cfg.optim.lr,
+            total_steps=cfg.train.steps,
+            warmup_steps=cfg.optim.warmup_steps,
+            min_lr_ratio=cfg.optim.min_lr_ratio,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = sampler.draw(batch)  # [b] IID: the batch is a uniform draw from the pool
+        images = pool.image_batch(idx).to(device, non_blocking=True)
+        tokens = pool.tokens[idx].to(device, non_blocking=True)
+        with autocast:
+            out_t = model(images, tokens, patch_size=train_patch)
+            loss = sigmoid_contrastive_loss(
+                out_t["image_emb"].float(),
+                out_t["text_emb"].float(),
+                logit_scale=out_t["logit_scale"],
+                logit_bias=out_t["logit_bias"],
+            )
+        if not torch.isfinite(loss):
+            where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint yet"
+            raise TrainingError(f"non-finite loss {float(loss)} at step {prog.step + 1} ({where})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+
+        prog.step += 1
+        prog.examples_seen += batch
+        prog.flops_train += 3 * fwd_flops * batch  # backward = 2x forward
+        prog.loss_sum += float(loss)
+        prog.loss_count += 1
+        steps_this_session += 1
+        bar.update(1)
+        if prog.step % 10 == 0 or prog.step == cfg.train.steps:
+            elapsed = time.perf_counter() - t_loop
+            bar.set_postfix(
+                loss=f"{float(loss):.3f}",
+                img_s=f"{steps_this_session * batch / max(elapsed, 1e-9):.0f}",
+                score=f"{last_record.get('mean_score', float('nan')):.3f}",
+            )
+        last = prog.step == cfg.train.steps
+        if prog.step % cfg.train.eval_every == 0 or last:
+            run_eval()
+            model.train()
+        if prog.step % cfg.train.checkpoint_every == 0 or last:
+            last_ckpt = checkpoint()
+    bar.close()
+
+    if not last_record:  # resumed a finished run: report its last record
+        lines = metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []
+        last_record = json.loads(lines[-1]) if lines else run_eval()
+    summary = {
+        "run": str(out),
+        "strategy": cfg.strategy.name,
+        **{k: v for k, v in last_record.items() if k not in ("lr",)},
+        "wall_s": round(time.perf_counter() - t_start, 3),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
