@@ -308,8 +308,8 @@ def train(
             **scores,
             "train_loss": prog.loss_sum / prog.loss_count if prog.loss_count else None,
             "lr": optimizer.param_groups[0]["lr"],
-            "logit_scale": float(model.logit_scale),
-            "logit_bias": float(model.logit_bias),
+            "logit_scale": float(model.logit_scale.detach()),
+            "logit_bias": float(model.logit_bias.detach()),
         }
         prog.loss_sum, prog.loss_count = 0.0, 0
         _append_jsonl(metrics_path, record)

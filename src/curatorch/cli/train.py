@@ -1,0 +1,94 @@
+"""``curatorch train`` and ``curatorch eval``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from curatorch.cli.common import add_set_option
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``train`` and ``eval`` commands to ``sub`` (argparse subparsers)."""
+    p = sub.add_parser("train", help="train a two-tower model from a TOML config")
+    p.add_argument("config", type=Path, help="experiment config (TOML)")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    add_set_option(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its world's held-out sets")
+    p.add_argument("checkpoint", type=Path, help="run folder or checkpoint folder")
+    p.add_argument("--patch-size", type=int, default=0, help="patch size (0: the run's)")
+    p.set_defaults(handler=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from curatorch.train import load_config, train
+
+    cfg = load_config(args.config, args.overrides)
+
+    def show(record: dict) -> None:
+        keys = ("zeroshot_acc", "fewshot_acc", "i2t_r1", "t2i_r1", "mean_score")
+        scores = " ".join(f"{k}={record[k]:.3f}" for k in keys)
+        tqdm.write(
+            f"step {record['step']:>6} examples {record['examples_seen']:>9} {scores}",
+            file=sys.stderr,
+        )
+
+    summary = train(
+        cfg,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        on_eval=show,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from curatorch.data import build_world
+    from curatorch.eval import evaluate
+    from curatorch.models import build_model
+    from curatorch.train import (
+        CheckpointError,
+        ConfigError,
+        config_from_dict,
+        load_checkpoint,
+        load_model_weights,
+        model_config_for,
+    )
+
+    ckpt = load_checkpoint(args.checkpoint)
+    try:
+        cfg = config_from_dict(ckpt.state["config"])
+    except (KeyError, ConfigError) as exc:
+        raise CheckpointError(f"checkpoint {ckpt.path} has no valid config: {exc}") from exc
+    # the eval sets do not depend on the raw pool's size: build a small one
+    world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
+    model = build_model(model_config_for(cfg, world))
+    load_model_weights(model, ckpt.model, ckpt.path)
+    patch = args.patch_size or cfg.eval.patch_size or cfg.model.train_patch_size
+    patch = patch or min(model.cfg.image.patch_sizes)
+    scores = evaluate(
+        model,
+        world.eval,
+        patch_size=patch,
+        batch_size=cfg.eval.batch_size,
+        fewshot_l2=cfg.eval.fewshot_l2,
+    )
+    record = {"checkpoint": str(ckpt.path), "step": ckpt.state.get("step"), "patch_size": patch}
+    print(json.dumps({**record, **scores}))
+    return 0
