@@ -1,0 +1,48 @@
+"""Built-in image–text worlds, their noise, and the caption tokenizer.
+
+``build_world(DataConfig(world="shapes"))`` returns a :class:`World` with a noisy raw
+pool, a clean curated pool and clean eval sets; see ``docs/data.md``.
+"""
+
+from curatorch.data.config import NOISE_FIELDS, DataConfig
+from curatorch.data.dataset import NOISE_KINDS, EvalSets, PairDataset, World, noise_code
+from curatorch.data.noise import (
+    BOILERPLATE_TEMPLATES,
+    DEGRADE_STRENGTH,
+    assign_noise,
+    degrade_images,
+    noise_counts,
+)
+from curatorch.data.registry import available_worlds, build_world, register_world
+from curatorch.data.tokenizer import (
+    PAD_ID,
+    UNK_ID,
+    HFTokenizer,
+    WordTokenizer,
+    load_tokenizer,
+    split_words,
+)
+
+__all__ = [
+    "BOILERPLATE_TEMPLATES",
+    "DEGRADE_STRENGTH",
+    "NOISE_FIELDS",
+    "NOISE_KINDS",
+    "PAD_ID",
+    "UNK_ID",
+    "DataConfig",
+    "EvalSets",
+    "HFTokenizer",
+    "PairDataset",
+    "WordTokenizer",
+    "World",
+    "assign_noise",
+    "available_worlds",
+    "build_world",
+    "degrade_images",
+    "load_tokenizer",
+    "noise_code",
+    "noise_counts",
+    "register_world",
+    "split_words",
+]

@@ -1,0 +1,106 @@
+"""Configuration of the built-in image–text worlds."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["NOISE_FIELDS", "DataConfig"]
+
+# DataConfig fields that are fractions of the raw pool, in noise-code order (codes 1..4).
+NOISE_FIELDS = ("misaligned", "near_miss", "boilerplate", "degraded")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which world to build and how noisy its raw pool is.
+
+    The four noise fractions are mutually exclusive fractions of the raw pool: exactly
+    ``round(fraction * raw_size)`` raw examples get each kind, the rest are clean. The
+    defaults (0.35 / 0.15 / 0.10 / 0.10) are fixed by the product spec; do not tune them.
+
+    Attributes:
+        world: registered world name (``"shapes"`` or ``"digits"`` built in).
+        image_size: side of the square RGB images, in pixels (16 or 32).
+        raw_size: number of examples in the raw (noisy, web-like) pool.
+        curated_fraction: curated pool size is ``max(1, round(curated_fraction * raw_size))``.
+        pool: which pool training samples from, ``"raw"`` or ``"curated"``.
+        misaligned: fraction whose caption describes another image of the pool.
+        near_miss: fraction whose caption has one attribute wrong.
+        boilerplate: fraction with an uninformative caption ("IMG_2041.jpg").
+        degraded: fraction whose image is mostly noise (caption correct).
+        zipf_exponent: exponent ``s`` of the Zipf law ``p(rank k) ∝ (k + 1) ** -s`` of
+            concept frequencies in the raw pool (0 = uniform).
+        eval_size: clean single-object classification test images.
+        retrieval_size: clean held-out image–caption pairs for retrieval.
+        probe_shots: clean labelled examples per class for the few-shot probe.
+        seed: seed of every random stream of the world.
+    """
+
+    world: str = "shapes"
+    image_size: int = 16
+    raw_size: int = 50_000
+    curated_fraction: float = 0.05
+    pool: str = "raw"
+    misaligned: float = 0.35
+    near_miss: float = 0.15
+    boilerplate: float = 0.10
+    degraded: float = 0.10
+    zipf_exponent: float = 1.0
+    eval_size: int = 2000
+    retrieval_size: int = 1000
+    probe_shots: int = 10
+    seed: int = 0
+
+    @property
+    def curated_size(self) -> int:
+        """Number of examples in the curated pool."""
+        return max(1, round(self.curated_fraction * self.raw_size))
+
+    def validate(self) -> None:
+        """Check every field; raise ``ValueError`` naming the first bad field and its value."""
+        from curatorch.data.registry import available_worlds
+
+        def _int(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"data.{name} must be an int, got {v!r}")
+            if v < lo:
+                raise ValueError(f"data.{name} must be >= {lo}, got {v}")
+
+        def _real(name: str) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"data.{name} must be a finite number, got {v!r}")
+            return float(v)
+
+        if not isinstance(self.world, str) or self.world not in available_worlds():
+            raise ValueError(f"data.world must be one of {available_worlds()}, got {self.world!r}")
+        if isinstance(self.image_size, bool) or self.image_size not in (16, 32):
+            raise ValueError(f"data.image_size must be 16 or 32, got {self.image_size!r}")
+        _int("raw_size", 1)
+        cf = _real("curated_fraction")
+        if not 0.0 < cf <= 1.0:
+            raise ValueError(f"data.curated_fraction must be in (0, 1], got {cf}")
+        if self.pool not in ("raw", "curated"):
+            raise ValueError(f"data.pool must be 'raw' or 'curated', got {self.pool!r}")
+        total = 0.0
+        for name in NOISE_FIELDS:
+            v = _real(name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {v}")
+            total += v
+        if total > 1.0 + 1e-9:
+            parts = ", ".join(f"{n}={getattr(self, n)}" for n in NOISE_FIELDS)
+            raise ValueError(f"data noise fractions ({parts}) must sum to <= 1, got {total:.6g}")
+        z = _real("zipf_exponent")
+        if z < 0:
+            raise ValueError(f"data.zipf_exponent must be >= 0, got {z}")
+        _int("eval_size", 1)
+        _int("retrieval_size", 1)
+        _int("probe_shots", 1)
+        _int("seed", 0)
+
+    def noise_fractions(self) -> dict[str, float]:
+        """The four noise fractions by kind name, in noise-code order."""
+        return {name: float(getattr(self, name)) for name in NOISE_FIELDS}
