@@ -51,18 +51,30 @@ def _last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def test_train_writes_metrics_checkpoints_and_summary(cfg_file: Path, tmp_path: Path, capsys) -> None:
+def test_train_writes_metrics_checkpoints_and_summary(
+    cfg_file: Path, tmp_path: Path, capsys
+) -> None:
     run = tmp_path / "run"
     assert main(["train", str(cfg_file), "--out", str(run), "--no-progress"]) == 0
     summary = _last_json(capsys.readouterr().out)
     records = _records(run)
     assert [r["step"] for r in records] == [0, 3, 6]
-    required = {"step", "examples_seen", "flops", "zeroshot_acc", "zeroshot_chance",
-                "fewshot_acc", "i2t_r1", "t2i_r1", "mean_score"}
+    required = {
+        "step",
+        "examples_seen",
+        "flops",
+        "zeroshot_acc",
+        "zeroshot_chance",
+        "fewshot_acc",
+        "i2t_r1",
+        "t2i_r1",
+        "mean_score",
+    }
     for r in records:
         assert required <= set(r)
         assert r["mean_score"] == pytest.approx(
-            (r["zeroshot_acc"] + r["fewshot_acc"] + r["i2t_r1"] + r["t2i_r1"]) / 4)
+            (r["zeroshot_acc"] + r["fewshot_acc"] + r["i2t_r1"] + r["t2i_r1"]) / 4
+        )
     assert records[-1]["examples_seen"] == 6 * 32
     assert records[2]["flops"] == 2 * records[1]["flops"] > 0
     assert summary["step"] == 6 and summary["mean_score"] == records[-1]["mean_score"]
@@ -115,8 +127,21 @@ def test_existing_run_is_refused_and_kept(cfg_file: Path, tmp_path: Path, capsys
     assert str(run) in err and "--resume" in err and len(err.strip().splitlines()) == 1
     assert (run / "metrics.jsonl").read_bytes() == before
     # a resume with another config is refused too, naming the key
-    assert main(["train", str(cfg_file), "--out", str(run), "--resume", "--no-progress",
-                 "--set", "optim.lr=0.1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(cfg_file),
+                "--out",
+                str(run),
+                "--resume",
+                "--no-progress",
+                "--set",
+                "optim.lr=0.1",
+            ]
+        )
+        == 2
+    )
     assert "optim.lr" in capsys.readouterr().err
     assert (run / "metrics.jsonl").read_bytes() == before
 
@@ -131,11 +156,19 @@ def test_foreign_folder_is_refused(cfg_file: Path, tmp_path: Path, capsys) -> No
 
 @pytest.mark.parametrize(
     ("override", "named"),
-    [("train.steps=-1", "train.steps"), ("data.misaligned=2.0", "misaligned"),
-     ("train.stepz=1", "train.stepz"), ("model.size=huge", "huge")],
+    [
+        ("train.steps=-1", "train.steps"),
+        ("data.misaligned=2.0", "misaligned"),
+        ("train.stepz=1", "train.stepz"),
+        ("model.size=huge", "huge"),
+    ],
 )
-def test_bad_config_exits_2_naming_the_key(cfg_file: Path, tmp_path: Path, capsys, override, named) -> None:
-    code = main(["train", str(cfg_file), "--out", str(tmp_path / "r"), "--set", override, "--no-progress"])
+def test_bad_config_exits_2_naming_the_key(
+    cfg_file: Path, tmp_path: Path, capsys, override, named
+) -> None:
+    code = main(
+        ["train", str(cfg_file), "--out", str(tmp_path / "r"), "--set", override, "--no-progress"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert named in err and err.startswith("curatorch: error:")

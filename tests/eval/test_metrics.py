@@ -19,7 +19,9 @@ def test_class_prompts_order_and_validation() -> None:
 def test_zero_shot_perfect_and_ensemble() -> None:
     classes = F.normalize(torch.randn(5, 16), dim=-1)
     # two templates per class, each a noisy copy of the class direction
-    prompts = torch.stack([classes + 0.01 * torch.randn(5, 16), classes + 0.01 * torch.randn(5, 16)], 1)
+    prompts = torch.stack(
+        [classes + 0.01 * torch.randn(5, 16), classes + 0.01 * torch.randn(5, 16)], 1
+    )
     prompts = F.normalize(prompts.reshape(10, 16), dim=-1)
     labels = torch.randint(0, 5, (40,))
     images = F.normalize(classes[labels] + 0.05 * torch.randn(40, 16), dim=-1)
@@ -37,7 +39,9 @@ def test_fewshot_probe_separable_and_random() -> None:
     xtr = centers[ytr] + 0.3 * torch.randn(40, 8)
     xte = centers[yte] + 0.3 * torch.randn(100, 8)
     assert fewshot_probe_accuracy(xtr, ytr, xte, yte, num_classes=4, l2=0.1) == 1.0
-    noise_acc = fewshot_probe_accuracy(torch.randn(40, 8), ytr, torch.randn(100, 8), yte, num_classes=4)
+    noise_acc = fewshot_probe_accuracy(
+        torch.randn(40, 8), ytr, torch.randn(100, 8), yte, num_classes=4
+    )
     assert noise_acc < 0.6
 
 

@@ -87,7 +87,7 @@ def test_overrides_parse_toml_values() -> None:
 
 @pytest.mark.parametrize("bad", ["train.stepz=3", "nosuch.key=1", "steps=3", "train.steps"])
 def test_bad_overrides_are_named(bad: str) -> None:
-    with pytest.raises(ConfigError, match="set|unknown"):
+    with pytest.raises(ConfigError, match=r"set|unknown"):
         apply_overrides({}, [bad])
 
 

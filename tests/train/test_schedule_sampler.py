@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -13,10 +14,12 @@ def test_warmup_then_cosine() -> None:
     assert lr_at(10, **kw) == pytest.approx(1.0)
     assert lr_at(109, **kw) == pytest.approx(0.0, abs=1e-12)
     mid = 10 + 99 / 2
-    assert lr_at(int(mid), **kw) == pytest.approx(0.5 * (1 + math.cos(math.pi * (int(mid) - 10) / 99)))
+    assert lr_at(int(mid), **kw) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * (int(mid) - 10) / 99))
+    )
     assert lr_at(109, min_lr_ratio=0.1, **kw) == pytest.approx(0.1)
     values = [lr_at(s, **kw) for s in range(10, 110)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_lr_validation() -> None:

@@ -44,7 +44,11 @@ def embed_images(
 
 @torch.no_grad()
 def embed_texts(
-    model: TwoTowerEncoder, tokens: torch.Tensor, *, batch_size: int, device: torch.device | str = "cpu"
+    model: TwoTowerEncoder,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Text embeddings of ``tokens`` ``[n, L]``, float32 ``[n, D]`` on CPU."""
     out = [

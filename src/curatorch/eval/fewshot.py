@@ -32,7 +32,9 @@ def fewshot_probe_accuracy(
             f"train_emb has {train_emb.shape[0]} rows but train_labels has {train_labels.shape[0]}"
         )
     if test_emb.shape[0] != test_labels.shape[0]:
-        raise ValueError(f"test_emb has {test_emb.shape[0]} rows but test_labels has {test_labels.shape[0]}")
+        raise ValueError(
+            f"test_emb has {test_emb.shape[0]} rows but test_labels has {test_labels.shape[0]}"
+        )
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0, got {l2}")
     x = train_emb.double()

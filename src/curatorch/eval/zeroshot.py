@@ -14,7 +14,9 @@ def class_prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[
     if not class_names:
         raise ValueError("class_names must not be empty")
     if not templates or any("{}" not in t for t in templates):
-        raise ValueError(f"templates must be non-empty and each contain '{{}}', got {list(templates)}")
+        raise ValueError(
+            f"templates must be non-empty and each contain '{{}}', got {list(templates)}"
+        )
     return [t.format(c) for c in class_names for t in templates]
 
 
@@ -32,10 +34,13 @@ def zero_shot_accuracy(
     """
     if prompt_emb.shape[0] % num_templates:
         raise ValueError(
-            f"prompt_emb has {prompt_emb.shape[0]} rows, not a multiple of num_templates={num_templates}"
+            f"prompt_emb has {prompt_emb.shape[0]} rows, "
+            f"not a multiple of num_templates={num_templates}"
         )
     if image_emb.shape[0] != labels.shape[0]:
-        raise ValueError(f"image_emb has {image_emb.shape[0]} rows but labels has {labels.shape[0]}")
+        raise ValueError(
+            f"image_emb has {image_emb.shape[0]} rows but labels has {labels.shape[0]}"
+        )
     classes = prompt_emb.reshape(-1, num_templates, prompt_emb.shape[-1]).mean(dim=1)
     classes = torch.nn.functional.normalize(classes, dim=-1)  # [C, D]
     pred = (image_emb @ classes.T).argmax(dim=1)

@@ -22,7 +22,13 @@ from curatorch.train.config import (
     config_to_dict,
     load_config,
 )
-from curatorch.train.loop import OutputDirError, TrainingError, build_optimizer, prepare_run_dir, train
+from curatorch.train.loop import (
+    OutputDirError,
+    TrainingError,
+    build_optimizer,
+    prepare_run_dir,
+    train,
+)
 from curatorch.train.model_config import model_config_for
 from curatorch.train.sampler import EpochSampler
 from curatorch.train.schedule import lr_at

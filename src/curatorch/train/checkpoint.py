@@ -227,9 +227,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint file {state_file} is unreadable: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"checkpoint file {state_file} has format {state.get('format') if isinstance(state, dict) else None!r}, "
+            f"checkpoint file {state_file} has format {found!r}, "
             f"expected {CHECKPOINT_FORMAT}"
         )
     return Checkpoint(
@@ -240,7 +241,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     )
 
 
-def load_model_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+def load_model_weights(
+    model: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: Path
+) -> None:
     """Load ``weights`` into ``model`` strictly; a missing, unexpected or mis-shaped tensor
     raises :class:`CheckpointError` naming the checkpoint and the tensor."""
     own = model.state_dict()

@@ -65,8 +65,10 @@ class ModelSection:
             raise ConfigError(f"model.patch_sizes must be positive, got {list(self.patch_sizes)}")
         if self.train_patch_size < 0:
             raise ConfigError(f"model.train_patch_size must be >= 0, got {self.train_patch_size}")
-        if self.patch_sizes and self.train_patch_size and (
-            self.train_patch_size not in self.patch_sizes
+        if (
+            self.patch_sizes
+            and self.train_patch_size
+            and (self.train_patch_size not in self.patch_sizes)
         ):
             raise ConfigError(
                 f"model.train_patch_size must be one of model.patch_sizes "
@@ -136,7 +138,9 @@ class TrainConfig:
         if self.threads < 0:
             raise ConfigError(f"train.threads must be >= 0 (0 = torch default), got {self.threads}")
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
-            raise ConfigError(f"train.device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
+            raise ConfigError(
+                f"train.device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,9 @@ class EvalConfig:
         if self.fewshot_l2 < 0:
             raise ConfigError(f"eval.fewshot_l2 must be >= 0, got {self.fewshot_l2}")
         if self.patch_size < 0:
-            raise ConfigError(f"eval.patch_size must be >= 0 (0 = train patch), got {self.patch_size}")
+            raise ConfigError(
+                f"eval.patch_size must be >= 0 (0 = train patch), got {self.patch_size}"
+            )
 
 
 STRATEGIES = ("iid",)

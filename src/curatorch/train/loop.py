@@ -258,7 +258,9 @@ def train(
                 torch.set_rng_state(ckpt.trainer["rng.torch"])
                 prog = _Progress(**ckpt.state["progress"])
             except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-                raise CheckpointError(f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}") from exc
+                raise CheckpointError(
+                    f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}"
+                ) from exc
             _truncate_metrics(metrics_path, prog.step)
 
     autocast = (
@@ -367,14 +369,14 @@ def train(
         prog.step += 1
         prog.examples_seen += batch
         prog.flops_train += 3 * fwd_flops * batch  # backward = 2x forward
-        prog.loss_sum += float(loss)
+        prog.loss_sum += float(loss.detach())
         prog.loss_count += 1
         steps_this_session += 1
         bar.update(1)
         if prog.step % 10 == 0 or prog.step == cfg.train.steps:
             elapsed = time.perf_counter() - t_loop
             bar.set_postfix(
-                loss=f"{float(loss):.3f}",
+                loss=f"{float(loss.detach()):.3f}",
                 img_s=f"{steps_this_session * batch / max(elapsed, 1e-9):.0f}",
                 score=f"{last_record.get('mean_score', float('nan')):.3f}",
             )
@@ -387,7 +389,9 @@ def train(
     bar.close()
 
     if not last_record:  # resumed a finished run: report its last record
-        lines = metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []
+        lines = (
+            metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []
+        )
         last_record = json.loads(lines[-1]) if lines else run_eval()
     summary = {
         "run": str(out),

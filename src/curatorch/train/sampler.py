@@ -58,7 +58,8 @@ class EpochSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("size") != self.size:
             raise ValueError(
-                f"sampler state is for a pool of {state.get('size')} examples, this pool has {self.size}"
+                f"sampler state is for a pool of {state.get('size')} examples, "
+                f"this pool has {self.size}"
             )
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])

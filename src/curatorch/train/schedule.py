@@ -7,7 +7,9 @@ import math
 __all__ = ["lr_at"]
 
 
-def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
+def lr_at(
+    step: int, *, base_lr: float, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0
+) -> float:
     """Learning rate for optimizer step ``step`` (0-based) of ``total_steps``.
 
     Warmup rises linearly from ``base_lr / warmup_steps`` to ``base_lr`` over

@@ -1,0 +1,36 @@
+"""Data selection: pair scores from embeddings and batch samplers (JEST and baselines).
+
+Works on plain tensors: pass embeddings from any two-tower model.
+
+>>> scorer = PairScorer(learner=ModelEmbeddings(li, lt, 10.0, -10.0),
+...                     reference=ModelEmbeddings(ri, rt, 10.0, -10.0))
+>>> idx = joint_select(scorer, batch_size=b, chunks=16)
+"""
+
+from curatorch.selection.samplers import (
+    MODES,
+    batch_score,
+    batch_size_for,
+    dense_joint_select,
+    gibbs_select,
+    gumbel_topk,
+    independent_select,
+    joint_select,
+    random_select,
+)
+from curatorch.selection.scores import SCORES, ModelEmbeddings, PairScorer
+
+__all__ = [
+    "MODES",
+    "SCORES",
+    "ModelEmbeddings",
+    "PairScorer",
+    "batch_score",
+    "batch_size_for",
+    "dense_joint_select",
+    "gibbs_select",
+    "gumbel_topk",
+    "independent_select",
+    "joint_select",
+    "random_select",
+]

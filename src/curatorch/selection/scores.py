@@ -1,0 +1,223 @@
+"""Pair scores for data selection, computed block by block from embeddings.
+
+For a super-batch of ``B`` image–text pairs and one model with L2-normalised embeddings
+``x_i`` (images) and ``y_j`` (texts), temperature ``t`` and bias ``b``, the per-pair
+sigmoid-contrastive loss is
+
+    L_ij = softplus(-z_ij (t x_i·y_j + b)),   z_ii = +1, z_ij = -1 (i != j).
+
+A *score matrix* ``A`` [B, B] combines a learner's and a reference model's losses:
+
+- ``learnability``:   A = L_learner - L_reference   (JEST's default)
+- ``easy-reference``: A = -L_reference
+- ``hard-learner``:   A = L_learner
+
+A batch ``S`` scores ``sum_{i,j in S} A_ij``, so a candidate ``k`` outside ``S`` adds
+``A_kk + sum_{j in S} (A_kj + A_jk)``: its *conditional score*. :class:`PairScorer`
+computes the diagonal and the row/column blocks that this sum needs without ever
+forming the ``B x B`` matrix (except in :meth:`PairScorer.dense`, for tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["SCORES", "ModelEmbeddings", "PairScorer"]
+
+SCORES = ("learnability", "easy-reference", "hard-learner")
+
+
+def _scalar(value: float | Tensor, name: str) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
+        value = float(value.detach())
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelEmbeddings:
+    """One model's view of a super-batch.
+
+    Attributes:
+        image: ``[B, D]`` L2-normalised image embeddings.
+        text: ``[B, D]`` L2-normalised text embeddings (row i pairs with image i).
+        logit_scale: the temperature ``t`` (already exponentiated), a positive scalar.
+        logit_bias: the bias ``b``.
+    """
+
+    image: Tensor
+    text: Tensor
+    logit_scale: float | Tensor
+    logit_bias: float | Tensor
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 2 or self.text.ndim != 2:
+            raise ValueError(
+                f"image and text embeddings must be [B, D], got {tuple(self.image.shape)} "
+                f"and {tuple(self.text.shape)}"
+            )
+        if self.image.shape != self.text.shape:
+            raise ValueError(
+                f"image and text embeddings must have the same shape, got "
+                f"{tuple(self.image.shape)} and {tuple(self.text.shape)}"
+            )
+        if _scalar(self.logit_scale, "logit_scale") <= 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+        _scalar(self.logit_bias, "logit_bias")
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+
+class PairScorer:
+    """Blocks of the score matrix ``A`` of one super-batch (see the module docstring).
+
+    Args:
+        learner: the learner's embeddings (required for ``learnability`` and
+            ``hard-learner``).
+        reference: the reference model's embeddings (required for ``learnability`` and
+            ``easy-reference``). Keyword-only, so learner and reference cannot be swapped
+            by position: swapping them would invert JEST.
+        score: one of :data:`SCORES`.
+        dtype: the dtype the blocks are computed in (default: the embeddings' dtype,
+            with float16/bfloat16 promoted to float32).
+    """
+
+    def __init__(
+        self,
+        *,
+        learner: ModelEmbeddings | None = None,
+        reference: ModelEmbeddings | None = None,
+        score: str = "learnability",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {list(SCORES)}, got {score!r}")
+        need_learner = score in ("learnability", "hard-learner")
+        need_reference = score in ("learnability", "easy-reference")
+        if need_learner and learner is None:
+            raise ValueError(f"score {score!r} needs learner embeddings, got learner=None")
+        if need_reference and reference is None:
+            raise ValueError(f"score {score!r} needs reference embeddings, got reference=None")
+        self.score = score
+        # (sign, model) terms: A = sum(sign * L_model)
+        self._terms: list[tuple[float, ModelEmbeddings]] = []
+        if need_learner:
+            self._terms.append((1.0, learner))  # type: ignore[arg-type]
+        if need_reference:
+            self._terms.append((-1.0, reference))  # type: ignore[arg-type]
+        sizes = {len(m) for _, m in self._terms}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"learner and reference embeddings must cover the same super-batch, got sizes "
+                f"{len(learner) if learner is not None else None} and "
+                f"{len(reference) if reference is not None else None}"
+            )
+        self.size = sizes.pop()
+        first = self._terms[0][1].image
+        if dtype is None:
+            dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
+        self.dtype = dtype
+        self.device = first.device
+        self._models = [
+            (
+                sign,
+                m.image.to(dtype),
+                m.text.to(dtype),
+                _scalar(m.logit_scale, "logit_scale"),
+                _scalar(m.logit_bias, "logit_bias"),
+            )
+            for sign, m in self._terms
+        ]
+
+    def diagonal(self) -> Tensor:
+        """``A_kk`` for every example: ``[B]``."""
+        out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        for sign, img, txt, t, b in self._models:
+            logits = t * (img * txt).sum(dim=1) + b
+            out += sign * F.softplus(-logits)  # positive pairs: z = +1
+        return out
+
+    def cross_sums(self, chosen: Tensor) -> Tensor:
+        """``sum_{c in chosen} (A_ck + A_kc)`` for every ``k`` not in ``chosen``: ``[B]``.
+
+        Entries for ``k`` in ``chosen`` are not meaningful (they treat the pair (k, k) as a
+        negative); selection masks them. Costs two ``[n, D] x [D, B]`` products per model,
+        where ``n = len(chosen)``; peak extra memory is one ``[n, B]`` block.
+        """
+        out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        for sign, img, txt, t, b in self._models:
+            # rows: image c vs every text k -> A_ck ; columns: text c vs every image k -> A_kc
+            rows = torch.addmm(txt.new_tensor(b).expand(1, 1), img[chosen], txt.T, alpha=t)
+            out.add_(F.softplus(rows).sum(dim=0), alpha=sign)  # negatives: z = -1
+            del rows
+            cols = torch.addmm(txt.new_tensor(b).expand(1, 1), txt[chosen], img.T, alpha=t)
+            out.add_(F.softplus(cols).sum(dim=0), alpha=sign)
+        return out
+
+    def row_col_sums(self, block_size: int = 1024) -> Tensor:
+        """Each example's row-and-column score ``sum_j A_kj + sum_j A_jk - A_kk``: ``[B]``.
+
+        The score of every pair that involves ``k`` (its own pair counted once), computed
+        in blocks of ``block_size`` rows, so peak extra memory is ``[block_size, B]``.
+        """
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        diag = self.diagonal()
+        for sign, img, txt, t, b in self._models:
+            for start in range(0, self.size, block_size):
+                stop = min(start + block_size, self.size)
+                logits = torch.addmm(
+                    txt.new_tensor(b).expand(1, 1), img[start:stop], txt.T, alpha=t
+                )
+                loss = F.softplus(logits)  # as negatives; diagonal fixed below
+                idx = torch.arange(start, stop, device=self.device)
+                pos = logits[idx - start, idx]
+                loss[idx - start, idx] = F.softplus(-pos)
+                out[start:stop] += sign * loss.sum(dim=1)  # row sums
+                out += sign * loss.sum(dim=0)  # column sums
+        return out - diag
+
+    def subset(self, indices: Tensor) -> PairScorer:
+        """The scorer of the sub-batch ``indices`` (its pairs only)."""
+        idx = indices.to(device=self.device, dtype=torch.long)
+        out = PairScorer.__new__(PairScorer)
+        out.score, out.dtype, out.device = self.score, self.dtype, self.device
+        out._terms = self._terms
+        out._models = [(s, i[idx], t[idx], ts, b) for s, i, t, ts, b in self._models]
+        out.size = int(idx.numel())
+        return out
+
+    def total(self, block_size: int = 1024) -> float:
+        """``sum_{i,j} A_ij`` over the whole super-batch, in ``[block_size, B]`` blocks."""
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        total = 0.0
+        for sign, img, txt, t, b in self._models:
+            for start in range(0, self.size, block_size):
+                stop = min(start + block_size, self.size)
+                logits = t * img[start:stop] @ txt.T + b
+                idx = torch.arange(start, stop, device=self.device)
+                pos = logits[idx - start, idx]
+                block = F.softplus(logits).sum() - F.softplus(pos).sum() + F.softplus(-pos).sum()
+                total += sign * float(block.double())
+        return total
+
+    def dense(self) -> Tensor:
+        """The whole ``[B, B]`` score matrix (for tests and benchmarks only)."""
+        out = torch.zeros(self.size, self.size, dtype=self.dtype, device=self.device)
+        eye = torch.eye(self.size, dtype=torch.bool, device=self.device)
+        for sign, img, txt, t, b in self._models:
+            logits = t * img @ txt.T + b
+            z = torch.where(eye, 1.0, -1.0).to(self.dtype)
+            out += sign * F.softplus(-z * logits)
+        return out
