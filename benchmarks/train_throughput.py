@@ -46,14 +46,18 @@ def bench_size(size: str, args: argparse.Namespace) -> dict[str, float]:
     images = torch.randn(b, 3, args.image_size, args.image_size, device=device)
     tokens = torch.randint(2, 256, (b, args.context_length), device=device)
     use_bf16 = device.type == "cuda" and not args.fp32
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    )
 
     def train_step() -> None:
         with autocast:
             out = model(images, tokens, patch_size=patch)
             loss = sigmoid_contrastive_loss(
-                out["image_emb"].float(), out["text_emb"].float(),
-                logit_scale=out["logit_scale"], logit_bias=out["logit_bias"],
+                out["image_emb"].float(),
+                out["text_emb"].float(),
+                logit_scale=out["logit_scale"],
+                logit_bias=out["logit_bias"],
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,13 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         results[size] = r
         print(
             f"{size:>6} b={r['batch_size']} p={r['patch_size']} "
-            f"train {r['train_images_per_s']:10.1f} img/s   eval {r['eval_images_per_s']:10.1f} img/s",
+            f"train {r['train_images_per_s']:10.1f} img/s   "
+            f"eval {r['eval_images_per_s']:10.1f} img/s",
             file=sys.stderr,
         )
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(json.dumps({"device": args.device, "device_name": device_name,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "results": results}))
+    print(
+        json.dumps(
+            {
+                "device": args.device,
+                "device_name": device_name,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "results": results,
+            }
+        )
+    )
     return 0
 
 

@@ -204,6 +204,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     world: World | None = None,
+    pool: PairDataset | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train a two-tower model as configured; returns the final summary record.
@@ -215,6 +216,9 @@ def train(
         overwrite: replace the run the folder holds.
         progress: show a tqdm progress bar on stderr.
         world: a prebuilt world for ``cfg.data`` (saves regenerating it), else built here.
+        pool: train on this dataset instead of the world's ``cfg.data.pool`` (for
+            experiments on sub-pools, e.g. quality buckets); evaluation still uses the
+            world's held-out sets.
         on_eval: called with every metrics record as it is written.
     """
     from tqdm.auto import tqdm
@@ -230,7 +234,8 @@ def train(
 
     if world is None:
         world = build_world(cfg.data)
-    pool: PairDataset = world.curated if cfg.data.pool == "curated" else world.raw
+    if pool is None:
+        pool = world.curated if cfg.data.pool == "curated" else world.raw
     model_cfg: TwoTowerConfig = model_config_for(cfg, world)
     torch.manual_seed(cfg.train.seed)
     model: TwoTower = build_model(model_cfg).to(device)
