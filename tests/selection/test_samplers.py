@@ -163,8 +163,13 @@ def test_validation_names_the_parameter(kwargs: dict, named: str) -> None:
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [((100, 1.0, 4), "filter_ratio"), ((100, -0.1, 4), "filter_ratio"),
-     ((100, 0.5, 0), "chunks"), ((10, 0.9, 4), "chunks"), ((0, 0.5, 1), "super_batch")],
+    [
+        ((100, 1.0, 4), "filter_ratio"),
+        ((100, -0.1, 4), "filter_ratio"),
+        ((100, 0.5, 0), "chunks"),
+        ((10, 0.9, 4), "chunks"),
+        ((0, 0.5, 1), "super_batch"),
+    ],
 )
 def test_batch_size_for_validation(args: tuple, named: str) -> None:
     with pytest.raises(ValueError, match=named):

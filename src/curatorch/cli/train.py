@@ -1,4 +1,4 @@
-"""``curatorch train`` and ``curatorch eval``."""
+"""``curatorch train``, ``curatorch eval`` and ``curatorch embed``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Add the ``train`` and ``eval`` commands to ``sub`` (argparse subparsers)."""
+    """Add the ``train``, ``eval`` and ``embed`` commands to ``sub`` (argparse subparsers)."""
     p = sub.add_parser("train", help="train a two-tower model from a TOML config")
     p.add_argument("config", type=Path, help="experiment config (TOML)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
@@ -29,6 +29,19 @@ def register(sub: Any) -> None:
     p.add_argument("checkpoint", type=Path, help="run folder or checkpoint folder")
     p.add_argument("--patch-size", type=int, default=0, help="patch size (0: the run's)")
     p.set_defaults(handler=_eval)
+
+    p = sub.add_parser(
+        "embed", help="cache a reference model's embeddings of a pool (for JEST training)"
+    )
+    p.add_argument("checkpoint", type=Path, help="reference run folder or checkpoint folder")
+    p.add_argument("--config", type=Path, required=True, help="config whose data to embed")
+    p.add_argument("--out", type=Path, required=True, help="cache folder to write")
+    p.add_argument("--pool", choices=("raw", "curated"), default="raw")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_set_option(p)
+    p.set_defaults(handler=_embed)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -91,4 +104,28 @@ def _eval(args: argparse.Namespace) -> int:
     )
     record = {"checkpoint": str(ckpt.path), "step": ckpt.state.get("step"), "patch_size": patch}
     print(json.dumps({**record, **scores}))
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from curatorch.data import build_world
+    from curatorch.train import load_config
+    from curatorch.train.reference import embed_pool
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    cfg = load_config(args.config, args.overrides)
+    world = build_world(cfg.data)
+    meta = embed_pool(
+        args.checkpoint,
+        world=world,
+        data=cfg.data,
+        pool_name=args.pool,
+        out=args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    summary = {k: meta[k] for k in ("out", "count", "pool", "checkpoint", "checkpoint_sha256")}
+    print(json.dumps(summary))
     return 0

@@ -6,6 +6,13 @@ pool, a clean curated pool and clean eval sets; see ``docs/data.md``.
 
 from curatorch.data.config import NOISE_FIELDS, DataConfig
 from curatorch.data.dataset import NOISE_KINDS, EvalSets, PairDataset, World, noise_code
+from curatorch.data.embedding_cache import (
+    EmbeddingCache,
+    file_sha256,
+    is_embedding_cache,
+    load_embedding_cache,
+    save_embedding_cache,
+)
 from curatorch.data.noise import (
     BOILERPLATE_TEMPLATES,
     DEGRADE_STRENGTH,
@@ -31,6 +38,7 @@ __all__ = [
     "PAD_ID",
     "UNK_ID",
     "DataConfig",
+    "EmbeddingCache",
     "EvalSets",
     "HFTokenizer",
     "PairDataset",
@@ -40,9 +48,13 @@ __all__ = [
     "available_worlds",
     "build_world",
     "degrade_images",
+    "file_sha256",
+    "is_embedding_cache",
+    "load_embedding_cache",
     "load_tokenizer",
     "noise_code",
     "noise_counts",
     "register_world",
+    "save_embedding_cache",
     "split_words",
 ]

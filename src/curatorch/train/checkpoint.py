@@ -230,8 +230,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     found = state.get("format") if isinstance(state, dict) else None
     if found != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"checkpoint file {state_file} has format {found!r}, "
-            f"expected {CHECKPOINT_FORMAT}"
+            f"checkpoint file {state_file} has format {found!r}, expected {CHECKPOINT_FORMAT}"
         )
     return Checkpoint(
         path=folder,

@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from curatorch.data import DataConfig
 
 __all__ = [
-    "EVAL_STRATEGIES",
+    "SCORE_NAMES",
     "STRATEGIES",
     "ConfigError",
     "EvalConfig",
@@ -162,20 +162,69 @@ class EvalConfig:
             )
 
 
-STRATEGIES = ("iid",)
-EVAL_STRATEGIES = STRATEGIES
+STRATEGIES = ("iid", "independent", "jest", "flexi-jest")
+SCORE_NAMES = ("learnability", "easy-reference", "hard-learner")
 
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """How each training batch is chosen. ``iid``: uniformly at random, without replacement
-    within an epoch."""
+    """How each training batch of ``b = train.batch_size`` examples is chosen.
+
+    - ``iid``: uniformly at random (without replacement within an epoch).
+    - ``independent``: draw a super-batch of ``B = b / (1 - filter_ratio)``, score it, keep
+      ``b`` examples sampled independently in proportion to ``exp(own score)``.
+    - ``jest``: the same super-batch, ``b`` chosen jointly in ``chunks`` chunks
+      (Evans et al. 2024).
+    - ``flexi-jest``: JEST scoring with the learner at the coarser patch size
+      (``score_patch_size``, default the largest configured), and each training batch
+      split at random into halves trained at the smallest and the largest patch size.
+
+    ``score`` picks the score matrix (``learnability`` = learner loss - reference loss,
+    ``easy-reference`` = -reference loss, ``hard-learner`` = learner loss). ``reference`` is
+    a reference embedding cache (``curatorch embed``) or a checkpoint (scored online).
+    ``mode`` ``sample`` draws with the Gumbel-top-k trick, ``topk`` is greedy.
+    """
 
     name: str = "iid"
+    score: str = "learnability"
+    filter_ratio: float = 0.8
+    chunks: int = 16
+    mode: str = "sample"
+    reference: str = ""
+    score_patch_size: int = 0
+
+    @property
+    def selects(self) -> bool:
+        """Whether batches are chosen from scored super-batches."""
+        return self.name != "iid"
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.selects and self.score in ("learnability", "easy-reference")
 
     def validate(self) -> None:
         if self.name not in STRATEGIES:
             raise ConfigError(f"strategy.name must be one of {list(STRATEGIES)}, got {self.name!r}")
+        if self.score not in SCORE_NAMES:
+            raise ConfigError(
+                f"strategy.score must be one of {list(SCORE_NAMES)}, got {self.score!r}"
+            )
+        if not 0.0 <= self.filter_ratio < 1.0:
+            raise ConfigError(f"strategy.filter_ratio must be in [0, 1), got {self.filter_ratio}")
+        if self.chunks < 1:
+            raise ConfigError(f"strategy.chunks must be >= 1, got {self.chunks}")
+        if self.mode not in ("sample", "topk"):
+            raise ConfigError(f"strategy.mode must be 'sample' or 'topk', got {self.mode!r}")
+        if self.score_patch_size < 0:
+            raise ConfigError(
+                f"strategy.score_patch_size must be >= 0 (0 = default), got {self.score_patch_size}"
+            )
+        if self.needs_reference and not self.reference:
+            raise ConfigError(
+                f"strategy.reference is required for strategy.name={self.name!r} with "
+                f"strategy.score={self.score!r}: a reference embedding cache "
+                f"(curatorch embed) or a reference checkpoint"
+            )
 
 
 @dataclass(frozen=True)
@@ -199,6 +248,22 @@ class ExperimentConfig:
             raise ConfigError(str(exc)) from exc
         for section in (self.model, self.optim, self.train, self.eval, self.strategy):
             section.validate()
+        st = self.strategy
+        if st.selects:
+            b = self.train.batch_size
+            if st.name in ("jest", "flexi-jest") and b % st.chunks:
+                raise ConfigError(
+                    f"train.batch_size={b} must be divisible by strategy.chunks={st.chunks}"
+                )
+            if st.name == "flexi-jest" and b < 2:
+                raise ConfigError(f"train.batch_size must be >= 2 for flexi-jest, got {b}")
+
+    @property
+    def super_batch_size(self) -> int:
+        """``B``: ``b / (1 - filter_ratio)`` rounded, for selecting strategies; else ``b``."""
+        if not self.strategy.selects:
+            return self.train.batch_size
+        return round(self.train.batch_size / (1.0 - self.strategy.filter_ratio))
 
 
 def _type_name(tp: Any) -> str:

@@ -40,14 +40,17 @@ from curatorch.train.checkpoint import (
 )
 from curatorch.train.config import ExperimentConfig, OptimConfig, config_to_dict
 from curatorch.train.model_config import model_config_for
+from curatorch.train.reference import load_reference
 from curatorch.train.sampler import EpochSampler
 from curatorch.train.schedule import lr_at
+from curatorch.train.strategy import Selector
 
 __all__ = [
     "RUN_FILES",
     "OutputDirError",
     "TrainingError",
     "build_optimizer",
+    "build_selector",
     "prepare_run_dir",
     "train",
 ]
@@ -160,6 +163,42 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
     return torch.optim.Adam(groups, **kwargs)
 
 
+def build_selector(
+    cfg: ExperimentConfig,
+    model_cfg: TwoTowerConfig,
+    *,
+    pool: PairDataset,
+    device: torch.device,
+) -> Selector:
+    """The :class:`Selector` that ``cfg.strategy`` describes (loads the reference)."""
+    st = cfg.strategy
+    patches = model_cfg.image.patch_sizes
+    train_patch = cfg.model.train_patch_size or min(patches)
+    default_score_patch = max(patches) if st.name == "flexi-jest" else train_patch
+    score_patch = st.score_patch_size or default_score_patch
+    if score_patch not in patches:
+        raise ValueError(
+            f"strategy.score_patch_size must be one of the model's patch sizes {list(patches)}, "
+            f"got {score_patch}"
+        )
+    reference = None
+    if st.needs_reference:
+        reference = load_reference(
+            st.reference, data=cfg.data, pool_name=cfg.data.pool, pool=pool, device=device
+        )
+    return Selector(
+        name=st.name,
+        score=st.score,
+        batch_size=cfg.train.batch_size,
+        super_batch=cfg.super_batch_size,
+        chunks=st.chunks,
+        mode=st.mode,
+        score_patch_size=score_patch,
+        learner_forward_flops=two_tower_forward_flops(model_cfg, score_patch),
+        reference=reference,
+    )
+
+
 @dataclass
 class _Progress:
     """Counters that a checkpoint carries."""
@@ -167,6 +206,8 @@ class _Progress:
     step: int = 0
     examples_seen: int = 0
     flops_train: int = 0
+    flops_learner_scoring: int = 0
+    flops_reference_scoring: int = 0
     loss_sum: float = 0.0
     loss_count: int = 0
 
@@ -242,11 +283,23 @@ def train(
     optimizer = build_optimizer(model, cfg.optim)
     sampler = EpochSampler(len(pool), seed=cfg.train.seed)
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # strategies' randomness
-    train_patch = cfg.model.train_patch_size or min(model_cfg.image.patch_sizes)
+    patches = model_cfg.image.patch_sizes
+    train_patch = cfg.model.train_patch_size or min(patches)
     eval_patch = cfg.eval.patch_size or train_patch
-    fwd_flops = two_tower_forward_flops(model_cfg, train_patch)
+    flexi = cfg.strategy.name == "flexi-jest"
     batch = cfg.train.batch_size
-    prog = _Progress()
+    if flexi:  # half the batch at the finest, half at the coarsest patch size
+        fine, coarse = min(patches), max(patches)
+        half = batch // 2
+        step_flops = 3 * (
+            two_tower_forward_flops(model_cfg, fine) * half
+            + two_tower_forward_flops(model_cfg, coarse) * (batch - half)
+        )
+    else:
+        step_flops = 3 * two_tower_forward_flops(model_cfg, train_patch) * batch  # bwd = 2 fwd
+    selector = build_selector(cfg, model_cfg, pool=pool, device=device)
+    super_batch = selector.super_batch
+    prog = _Progress(flops_reference_scoring=selector.setup_flops)
     metrics_path = out / "metrics.jsonl"
 
     if resuming:
@@ -312,6 +365,11 @@ def train(
             "examples_seen": prog.examples_seen,
             "flops": prog.flops_train,
             "flops_train": prog.flops_train,
+            "flops_learner_scoring": prog.flops_learner_scoring,
+            "flops_reference_scoring": prog.flops_reference_scoring,
+            "flops_total": prog.flops_train
+            + prog.flops_learner_scoring
+            + prog.flops_reference_scoring,
             **scores,
             "train_loss": prog.loss_sum / prog.loss_count if prog.loss_count else None,
             "lr": optimizer.param_groups[0]["lr"],
@@ -351,16 +409,32 @@ def train(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        idx = sampler.draw(batch)  # [b] IID: the batch is a uniform draw from the pool
+        super_idx = sampler.draw(super_batch)  # [B] a uniform draw from the pool
+        with autocast:
+            chosen = selector.select(
+                model=model, pool=pool, super_index=super_idx, generator=gen, device=device
+            )
+        idx = super_idx[chosen.index]  # [b]
+        if flexi:  # a random half at each patch size
+            idx = idx[torch.randperm(batch, generator=gen)]
         images = pool.image_batch(idx).to(device, non_blocking=True)
         tokens = pool.tokens[idx].to(device, non_blocking=True)
         with autocast:
-            out_t = model(images, tokens, patch_size=train_patch)
+            if flexi:
+                image_emb = torch.cat(
+                    [
+                        model.encode_image(images[:half], patch_size=fine),
+                        model.encode_image(images[half:], patch_size=coarse),
+                    ]
+                )
+                text_emb = model.encode_text(tokens)
+                scale, bias = model.logit_scale, model.logit_bias
+            else:
+                out_t = model(images, tokens, patch_size=train_patch)
+                image_emb, text_emb = out_t["image_emb"], out_t["text_emb"]
+                scale, bias = out_t["logit_scale"], out_t["logit_bias"]
             loss = sigmoid_contrastive_loss(
-                out_t["image_emb"].float(),
-                out_t["text_emb"].float(),
-                logit_scale=out_t["logit_scale"],
-                logit_bias=out_t["logit_bias"],
+                image_emb.float(), text_emb.float(), logit_scale=scale, logit_bias=bias
             )
         if not torch.isfinite(loss):
             where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint yet"
@@ -373,7 +447,9 @@ def train(
 
         prog.step += 1
         prog.examples_seen += batch
-        prog.flops_train += 3 * fwd_flops * batch  # backward = 2x forward
+        prog.flops_train += step_flops
+        prog.flops_learner_scoring += chosen.learner_flops
+        prog.flops_reference_scoring += chosen.reference_flops
         prog.loss_sum += float(loss.detach())
         prog.loss_count += 1
         steps_this_session += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from curatorch.data import World
 from curatorch.models import TwoTowerConfig, get_model_config
 from curatorch.train.config import ExperimentConfig
@@ -11,8 +13,9 @@ __all__ = ["model_config_for"]
 
 def model_config_for(cfg: ExperimentConfig, world: World) -> TwoTowerConfig:
     """The registry's config for ``cfg.model.size``, sized to the world's images and
-    tokenizer, with the section's patch sizes and attention implementation."""
-    return get_model_config(
+    tokenizer (vocabulary, context length, pad id), with the section's patch sizes and
+    attention implementation."""
+    model = get_model_config(
         cfg.model.size,
         image_size=cfg.data.image_size,
         patch_sizes=cfg.model.patch_sizes or None,
@@ -20,3 +23,7 @@ def model_config_for(cfg: ExperimentConfig, world: World) -> TwoTowerConfig:
         context_length=world.tokenizer.context_length,
         attention=cfg.model.attention,
     )
+    pad_id = getattr(world.tokenizer, "pad_id", 0)
+    if pad_id != model.text.pad_id:  # e.g. a Hugging Face tokenizer whose pad is not 0
+        model = dataclasses.replace(model, text=dataclasses.replace(model.text, pad_id=pad_id))
+    return model
