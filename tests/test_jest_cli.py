@@ -200,3 +200,38 @@ def test_reference_errors_are_named(reference, tmp_path: Path, capsys) -> None:
         == 2
     )
     assert "strategy.chunks" in capsys.readouterr().err
+
+
+def test_jest_analyze_writes_plots_and_json(reference, tmp_path: Path, capsys) -> None:
+    cfg, ref, cache = reference
+    out = tmp_path / "analyze"
+    code = main(
+        [
+            "jest",
+            "analyze",
+            str(cfg),
+            "--out",
+            str(out),
+            "--learner",
+            str(ref),
+            "--set",
+            f"strategy.reference={cache}",
+            "--set",
+            "strategy.chunks=4",
+            "--set",
+            "strategy.filter_ratio=0.5",
+            "--seeds",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["super_batch"] == 64 and result["batch_size"] == 32
+    assert result["vs_chunks"]["chunks"] == [1, 2, 4, 8, 16, 32]
+    for name in (
+        "learnability_matrix.png",
+        "learnability_vs_chunks.png",
+        "learnability_vs_filter_ratio.png",
+    ):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from curatorch import __version__
-from curatorch.cli import data, train
+from curatorch.cli import data, jest, train
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (train, data)
+_GROUPS = (train, data, jest)
 
 
 def build_parser() -> argparse.ArgumentParser:

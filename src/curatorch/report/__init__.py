@@ -1,5 +1,18 @@
 """Reports: plots, previews and the Markdown report."""
 
+from curatorch.report.figures import pyplot, save_figure
+from curatorch.report.jest_plots import (
+    plot_learnability_matrix,
+    plot_vs_chunks,
+    plot_vs_filter_ratio,
+)
 from curatorch.report.preview import preview_grid
 
-__all__ = ["preview_grid"]
+__all__ = [
+    "plot_learnability_matrix",
+    "plot_vs_chunks",
+    "plot_vs_filter_ratio",
+    "preview_grid",
+    "pyplot",
+    "save_figure",
+]

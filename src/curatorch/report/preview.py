@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 
 import torch
 
 from curatorch.data.dataset import NOISE_KINDS, PairDataset
+from curatorch.report.figures import pyplot, save_figure
 
 __all__ = ["preview_grid"]
 
@@ -29,11 +29,7 @@ def preview_grid(
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     if len(dataset) == 0:
         raise ValueError("dataset must not be empty")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -47,27 +43,13 @@ def preview_grid(
     cols = min(4, n)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.6 * rows), squeeze=False)
-    try:
-        for ax in axes.flat:
-            ax.axis("off")
-        for i, ax in enumerate(axes.flat[:n]):
-            ax.imshow(images[i], interpolation="nearest")
-            kind = NOISE_KINDS[noise[i]] if 0 <= noise[i] < len(NOISE_KINDS) else str(noise[i])
-            title = "\n".join(textwrap.wrap(captions[i], width=30)[:4])
-            colour = "black" if kind == "clean" else "firebrick"
-            ax.set_title(f"[{kind}]\n{title}", fontsize=8, color=colour)
-        fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(suffix=".png", prefix=".preview-", dir=directory)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        try:
-            fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    finally:
-        plt.close(fig)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:n]):
+        ax.imshow(images[i], interpolation="nearest")
+        kind = NOISE_KINDS[noise[i]] if 0 <= noise[i] < len(NOISE_KINDS) else str(noise[i])
+        title = "\n".join(textwrap.wrap(captions[i], width=30)[:4])
+        colour = "black" if kind == "clean" else "firebrick"
+        ax.set_title(f"[{kind}]\n{title}", fontsize=8, color=colour)
+    fig.tight_layout()
+    save_figure(fig, path)

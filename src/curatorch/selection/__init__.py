@@ -7,6 +7,7 @@ Works on plain tensors: pass embeddings from any two-tower model.
 >>> idx = joint_select(scorer, batch_size=b, chunks=16)
 """
 
+from curatorch.selection.analysis import learnability_vs_chunks, learnability_vs_filter_ratio
 from curatorch.selection.samplers import (
     MODES,
     batch_score,
@@ -32,5 +33,7 @@ __all__ = [
     "gumbel_topk",
     "independent_select",
     "joint_select",
+    "learnability_vs_chunks",
+    "learnability_vs_filter_ratio",
     "random_select",
 ]

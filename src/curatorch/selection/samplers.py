@@ -151,8 +151,8 @@ def dense_joint_select(
     size = scores.shape[0]
     _check(size, batch_size, chunks, mode)
     n = batch_size // chunks
-    a = scores.double()
-    cond = a.diagonal().clone()
+    a = scores
+    cond = a.diagonal().double()  # [B], accumulated in float64
     taken = torch.zeros(size, dtype=torch.bool, device=a.device)
     picked: list[Tensor] = []
     trace: list[Tensor] = []
@@ -164,7 +164,7 @@ def dense_joint_select(
         picked.append(chunk)
         taken[chunk] = True
         if i + 1 < chunks:
-            cond += a[chunk, :].sum(dim=0) + a[:, chunk].sum(dim=1)
+            cond += (a[chunk, :].sum(dim=0) + a[:, chunk].sum(dim=1)).double()
     indices = torch.cat(picked)
     return (indices, trace) if return_trace else indices
 
@@ -241,27 +241,27 @@ def gibbs_select(
     _check(size, batch_size, 1, "sample")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    a = scores.double()
-    sym = a + a.T  # A_kj + A_jk
-    diag = a.diagonal()
+    sym = scores + scores.T  # A_kj + A_jk, symmetric: row k == column k
+    diag = scores.diagonal().double()
+    device = scores.device
     if init is None:
-        current = random_select(size, batch_size=batch_size, generator=generator).to(a.device)
+        current = random_select(size, batch_size=batch_size, generator=generator).to(device)
     else:
-        current = init.to(device=a.device, dtype=torch.long).clone()
+        current = init.to(device=device, dtype=torch.long).clone()
         if current.numel() != batch_size or current.unique().numel() != batch_size:
             raise ValueError(f"init must hold {batch_size} distinct indices")
-    member = torch.zeros(size, dtype=torch.bool, device=a.device)
+    member = torch.zeros(size, dtype=torch.bool, device=device)
     member[current] = True
-    cond = sym[:, current].sum(dim=1)  # sum_{j in S} (A_kj + A_jk) for every k
+    cond = sym[current].double().sum(dim=0)  # sum_{j in S} (A_kj + A_jk) for every k
     slots = torch.randint(batch_size, (steps,), generator=generator)
     for s in range(steps):
         slot = int(slots[s])
         out = int(current[slot])
-        cond -= sym[:, out]  # now conditional on S \ {out}
+        cond -= sym[out].double()  # now conditional on S \ {out}
         member[out] = False
         logits = (diag + cond).masked_fill(member, float("-inf"))
         new = int(gumbel_topk(logits, 1, generator=generator)[0])
         current[slot] = new
         member[new] = True
-        cond += sym[:, new]
+        cond += sym[new].double()
     return current

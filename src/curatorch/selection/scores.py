@@ -215,9 +215,11 @@ class PairScorer:
     def dense(self) -> Tensor:
         """The whole ``[B, B]`` score matrix (for tests and benchmarks only)."""
         out = torch.zeros(self.size, self.size, dtype=self.dtype, device=self.device)
-        eye = torch.eye(self.size, dtype=torch.bool, device=self.device)
+        idx = torch.arange(self.size, device=self.device)
         for sign, img, txt, t, b in self._models:
-            logits = t * img @ txt.T + b
-            z = torch.where(eye, 1.0, -1.0).to(self.dtype)
-            out += sign * F.softplus(-z * logits)
+            logits = torch.addmm(txt.new_tensor(b).expand(1, 1), img, txt.T, alpha=t)
+            pos = logits[idx, idx].clone()
+            out.add_(F.softplus(logits), alpha=sign)  # every pair as a negative ...
+            del logits
+            out[idx, idx] += sign * (F.softplus(-pos) - F.softplus(pos))  # ... but the diagonal
         return out
