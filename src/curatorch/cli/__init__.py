@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from curatorch import __version__
-from curatorch.cli import data, jest, train
+from curatorch.cli import data, jest, pareto, train
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (train, data, jest)
+_GROUPS = (train, data, jest, pareto)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,14 @@ from curatorch.data.embedding_cache import (
     load_embedding_cache,
     save_embedding_cache,
 )
+from curatorch.data.multimodal import (
+    DIGIT_COLOURS,
+    MultimodalDataset,
+    MultimodalSplits,
+    coloured_gray_digits,
+    load_npz_dataset,
+    save_npz_dataset,
+)
 from curatorch.data.noise import (
     BOILERPLATE_TEMPLATES,
     DEGRADE_STRENGTH,
@@ -33,6 +41,7 @@ from curatorch.data.tokenizer import (
 __all__ = [
     "BOILERPLATE_TEMPLATES",
     "DEGRADE_STRENGTH",
+    "DIGIT_COLOURS",
     "NOISE_FIELDS",
     "NOISE_KINDS",
     "PAD_ID",
@@ -41,20 +50,25 @@ __all__ = [
     "EmbeddingCache",
     "EvalSets",
     "HFTokenizer",
+    "MultimodalDataset",
+    "MultimodalSplits",
     "PairDataset",
     "WordTokenizer",
     "World",
     "assign_noise",
     "available_worlds",
     "build_world",
+    "coloured_gray_digits",
     "degrade_images",
     "file_sha256",
     "is_embedding_cache",
     "load_embedding_cache",
+    "load_npz_dataset",
     "load_tokenizer",
     "noise_code",
     "noise_counts",
     "register_world",
     "save_embedding_cache",
+    "save_npz_dataset",
     "split_words",
 ]

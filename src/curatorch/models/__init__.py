@@ -26,6 +26,11 @@ from curatorch.models.layers import (
     Transformer,
     TransformerBlock,
 )
+from curatorch.models.multimodal import (
+    ENCODER_KINDS,
+    MultimodalClassifier,
+    MultimodalClassifierConfig,
+)
 from curatorch.models.registry import (
     MODEL_SIZES,
     build_model,
@@ -37,11 +42,14 @@ from curatorch.models.two_tower import TwoTower
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
+    "ENCODER_KINDS",
     "MODEL_SIZES",
     "FlexiViT",
     "ImageTowerConfig",
     "ModelSize",
     "MultiheadSelfAttention",
+    "MultimodalClassifier",
+    "MultimodalClassifierConfig",
     "TextTowerConfig",
     "TextTransformer",
     "Transformer",

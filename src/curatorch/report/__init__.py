@@ -6,9 +6,12 @@ from curatorch.report.jest_plots import (
     plot_vs_chunks,
     plot_vs_filter_ratio,
 )
+from curatorch.report.pareto import pareto_cos_plot, pareto_markdown
 from curatorch.report.preview import preview_grid
 
 __all__ = [
+    "pareto_cos_plot",
+    "pareto_markdown",
     "plot_learnability_matrix",
     "plot_vs_chunks",
     "plot_vs_filter_ratio",

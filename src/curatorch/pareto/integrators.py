@@ -1,0 +1,582 @@
+"""Gradient integrators: fill ``.grad`` from a multimodal loss and per-modality unimodal losses.
+
+A multimodal classifier has one encoder per modality, a fusion head trained by the
+multimodal loss and one unimodal head per modality trained by that modality's unimodal
+loss. An integrator decides what gradient each encoder receives; every parameter that is
+not in an encoder group (the heads and fusion layers) receives the plain gradient of the
+summed losses. All integrators share one call::
+
+    integ = MMPareto(encoders={"audio": enc_a.parameters(), "video": enc_v.parameters()},
+                     heads=[*fusion.parameters(), *head_a.parameters(), *head_v.parameters()])
+    optimizer.zero_grad()
+    diag = integ.backward(multimodal_loss=loss_mm, unimodal_losses={"audio": la, "video": lv})
+    optimizer.step()
+
+``backward`` accumulates into ``.grad`` like :meth:`torch.Tensor.backward` (zero them first)
+and returns :class:`StepDiagnostics`. It works on any model, not only curatorch's.
+
+Per-loss gradients are computed efficiently from one forward pass: one backward of the
+multimodal loss restricted to the encoders and heads (``torch.autograd.grad``), then one of
+each unimodal loss restricted to its own encoder and the heads, which only runs through
+that encoder and its head. (The authors' reference code runs four full backward passes.)
+A unimodal loss's gradient on *another* modality's encoder is outside the rule and not
+used; in a late-fusion model it is zero.
+
+Methods:
+
+- ``uniform``: the gradient of ``L_mm + sum_k L_k`` everywhere;
+- ``multimodal``: encoders get the multimodal gradient only; the unimodal heads are still
+  trained by their losses (on the encoders' current features, like linear probes);
+- ``mgda``: per encoder, the two-objective min-norm combination on every step,
+  ``2 (a_m g_m + a_u g_u)`` (the factor 2 makes equal weights the plain sum);
+- ``pcgrad``: per encoder, each gradient projected onto the normal plane of the other when
+  they conflict, then summed (Yu et al. 2020; with two objectives the order is irrelevant);
+- ``ogm_ge``: OGM-GE (Peng et al. 2022) on top of ``multimodal``: the dominant modality
+  ``k`` (``rho_k = s_k / mean_{j != k} s_j > 1``, ``s`` = confidence on the true class
+  summed over the batch) has its encoder gradient multiplied by ``1 - tanh(alpha rho_k)``
+  plus Gaussian noise with that gradient's standard deviation (per tensor);
+- ``mmpareto``: the MMPareto rule (:func:`curatorch.pareto.mmpareto_combine`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from curatorch.pareto.rule import (
+    DEFAULT_GAMMA,
+    FlatLayout,
+    PairStats,
+    _check_gamma,
+    _check_scale,
+    flatten_pair,
+    min_norm_weights,
+    mmpareto_weights,
+    rescale_flat,
+    stats_from_flat,
+)
+
+__all__ = [
+    "INTEGRATORS",
+    "MGDA",
+    "OGMGE",
+    "GradientIntegrator",
+    "MMPareto",
+    "ModalityDiagnostics",
+    "MultimodalOnly",
+    "PCGrad",
+    "StepDiagnostics",
+    "Uniform",
+    "build_integrator",
+    "true_class_confidence",
+]
+
+
+@dataclass
+class ModalityDiagnostics:
+    """One encoder's gradients on one step.
+
+    ``cos`` is ``cos(g_m, g_u)``; ``conflict`` is ``cos <= 0``; ``weight_m``/``weight_u``
+    are the weights the method put on ``g_m``/``g_u`` (MMPareto and MGDA: the paper's
+    ``a_m, a_u``, before the factor 2; PCGrad: its effective coefficients); ``norm_m``,
+    ``norm_u``, ``norm_out`` are the L2 norms of ``g_m``, ``g_u`` and of the gradient the
+    encoder received, over all its parameters (gradient units).
+    """
+
+    cos: float
+    conflict: bool
+    weight_m: float
+    weight_u: float
+    norm_m: float
+    norm_u: float
+    norm_out: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StepDiagnostics:
+    """Per-modality diagnostics of one ``backward`` call (empty when not computed), plus
+    method-specific scalars in ``extra`` (e.g. OGM-GE's coefficients)."""
+
+    modalities: dict[str, ModalityDiagnostics] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-able record: ``{"cos/gray": 0.12, "conflict/gray": False, ...}``."""
+        rec: dict[str, Any] = {}
+        for mod, d in self.modalities.items():
+            for key, value in d.to_dict().items():
+                rec[f"{key}/{mod}"] = value
+        rec.update(self.extra)
+        return rec
+
+
+def true_class_confidence(logits: Tensor, labels: Tensor) -> Tensor:
+    """Softmax probability of the true class summed over the batch (0-d, no grad).
+
+    Args:
+        logits: ``[B, C]`` class scores of one modality.
+        labels: ``[B]`` int64 class indices.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [B, C], got shape {tuple(logits.shape)}")
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"labels must be [B] with B={logits.shape[0]}, got shape {tuple(labels.shape)}"
+        )
+    with torch.no_grad():
+        probs = torch.softmax(logits.float(), dim=1)
+        return probs.gather(1, labels.view(-1, 1)).sum()
+
+
+def _reachable_leaves(loss: Tensor) -> set[int]:
+    """``id`` of every leaf tensor the autograd graph of ``loss`` reaches."""
+    leaves: set[int] = set()
+    seen: set[int] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)  # AccumulateGrad nodes hold the leaf
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return leaves
+
+
+def _zeros_for_none(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor]:
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+def _add_present(acc: list[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """``acc[j] += grads[j]`` in place wherever ``grads[j]`` is not None."""
+    present = [(j, g) for j, g in enumerate(grads) if g is not None]
+    if present:
+        torch._foreach_add_([acc[j] for j, _ in present], [g for _, g in present])
+
+
+def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    for p, g in zip(params, grads, strict=True):
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)
+
+
+class GradientIntegrator:
+    """Base class: validates the parameter groups and the losses, fills ``.grad``.
+
+    Args:
+        encoders: modality name -> that modality's encoder parameters (disjoint groups).
+        heads: every other trained parameter (fusion and unimodal heads); they receive the
+            gradient of the summed losses.
+    """
+
+    name: ClassVar[str] = ""
+    #: whether the method needs each loss's gradient on the encoders every step
+    needs_per_loss: ClassVar[bool] = True
+
+    def __init__(
+        self, *, encoders: Mapping[str, Iterable[Tensor]], heads: Iterable[Tensor] = ()
+    ) -> None:
+        if not isinstance(encoders, Mapping) or not encoders:
+            raise ValueError(f"encoders must be a non-empty mapping, got {encoders!r}")
+        self.modalities: tuple[str, ...] = tuple(encoders)
+        self.encoders: dict[str, list[Tensor]] = {}
+        seen: dict[int, str] = {}
+        for mod, params in encoders.items():
+            plist = [p for p in params if p.requires_grad]
+            if not plist:
+                raise ValueError(f"encoders[{mod!r}] has no trainable parameters")
+            for p in plist:
+                if id(p) in seen:
+                    raise ValueError(
+                        f"a parameter is in both encoders[{seen[id(p)]!r}] and "
+                        f"encoders[{mod!r}]; encoder groups must be disjoint"
+                    )
+                seen[id(p)] = mod
+            self.encoders[mod] = plist
+        self.heads: list[Tensor] = []
+        for p in heads:
+            if not p.requires_grad:
+                continue
+            if id(p) in seen:
+                raise ValueError(
+                    f"a parameter is in both heads and encoders[{seen[id(p)]!r}]; "
+                    "pass each parameter once"
+                )
+            seen[id(p)] = "heads"
+            self.heads.append(p)
+        self._enc_all = [p for mod in self.modalities for p in self.encoders[mod]]
+        self._separable: bool | None = None
+        self._layouts = {
+            mod: FlatLayout([p.shape for p in ps]) for mod, ps in self.encoders.items()
+        }
+
+    # -- validation -------------------------------------------------------------------
+    def _check_losses(self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]) -> None:
+        if not isinstance(multimodal_loss, Tensor) or multimodal_loss.ndim != 0:
+            raise ValueError(
+                f"multimodal_loss must be a scalar tensor, got {type(multimodal_loss).__name__} "
+                f"of shape {tuple(getattr(multimodal_loss, 'shape', ()))}"
+            )
+        if set(unimodal_losses) != set(self.modalities):
+            raise ValueError(
+                f"unimodal_losses must have one loss per modality {list(self.modalities)}, "
+                f"got {sorted(unimodal_losses)}"
+            )
+        for mod, loss in unimodal_losses.items():
+            if not isinstance(loss, Tensor) or loss.ndim != 0:
+                raise ValueError(f"unimodal_losses[{mod!r}] must be a scalar tensor")
+
+    # -- gradients --------------------------------------------------------------------
+    def _check_separable(self, unimodal_losses: Mapping[str, Tensor]) -> bool:
+        """Whether no unimodal loss reaches another modality's encoder (a walk of the
+        autograd graph, done on the first call and cached)."""
+        if self._separable is None:
+            owner = {id(p): mod for mod, ps in self.encoders.items() for p in ps}
+            self._separable = all(
+                owner.get(leaf, mod) == mod
+                for mod in self.modalities
+                for leaf in _reachable_leaves(unimodal_losses[mod])
+            )
+        return self._separable
+
+    def _per_loss_grads(
+        self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]
+    ) -> tuple[dict[str, list[Tensor]], dict[str, list[Tensor]], list[Tensor]]:
+        """``(g_m per modality, g_u per modality, heads' summed-loss gradient)``.
+
+        One backward of the multimodal loss; then, when the unimodal losses are separable
+        (each reaches only its own encoder, as in any late-fusion model), one backward of
+        their sum, else one per modality restricted to its encoder.
+        """
+        n_enc = len(self._enc_all)
+        inputs = self._enc_all + self.heads
+        raw = torch.autograd.grad(multimodal_loss, inputs, retain_graph=True, allow_unused=True)
+        grads = _zeros_for_none(inputs, raw)
+        head_grads = grads[n_enc:]  # summed in place below
+        g_m = self._split_encoders(grads[:n_enc])
+        if self._check_separable(unimodal_losses):
+            total = unimodal_losses[self.modalities[0]]
+            for mod in self.modalities[1:]:
+                total = total + unimodal_losses[mod]
+            raw = torch.autograd.grad(total, inputs, allow_unused=True)
+            g_u = self._split_encoders(_zeros_for_none(self._enc_all, raw[:n_enc]))
+            _add_present(head_grads, raw[n_enc:])
+            return g_m, g_u, head_grads
+        g_u = {}
+        for i, mod in enumerate(self.modalities):
+            own = self.encoders[mod]
+            raw = torch.autograd.grad(
+                unimodal_losses[mod],
+                own + self.heads,
+                retain_graph=i < len(self.modalities) - 1,
+                allow_unused=True,
+            )
+            g_u[mod] = _zeros_for_none(own, raw[: len(own)])
+            _add_present(head_grads, raw[len(own) :])
+        return g_m, g_u, head_grads
+
+    def _split_encoders(self, flat_list: list[Tensor]) -> dict[str, list[Tensor]]:
+        out, start = {}, 0
+        for mod in self.modalities:
+            n = len(self.encoders[mod])
+            out[mod] = flat_list[start : start + n]
+            start += n
+        return out
+
+    def weights(self, stats: PairStats) -> tuple[float, float, float]:
+        """``(w_m, w_u, mult)``: the encoder gets ``mult * (w_m g_m + w_u g_u)`` (then
+        :meth:`finish`). Methods that need per-loss gradients override this."""
+        raise NotImplementedError
+
+    def direction(
+        self, pair: Tensor, stats: PairStats, layout: FlatLayout
+    ) -> tuple[Tensor, float, float, float]:
+        """The encoder's flat gradient ``[N]`` (a fresh buffer) from the flat pair
+        ``[2, N]``; returns ``(grad, weight_m, weight_u, |grad|)``. The default is
+        ``mult * (w_m g_m + w_u g_u)`` with :meth:`weights`."""
+        w_m, w_u, mult = self.weights(stats)
+        flat = pair[0] * (mult * w_m)  # [N]
+        if w_u != 0.0:
+            flat.add_(pair[1], alpha=mult * w_u)
+        sq = w_m * w_m * stats.mm + 2 * w_m * w_u * stats.mu + w_u * w_u * stats.uu
+        return flat, w_m, w_u, mult * math.sqrt(max(sq, 0.0))
+
+    def _per_loss_backward(
+        self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]
+    ) -> StepDiagnostics:
+        g_m, g_u, head_grads = self._per_loss_grads(multimodal_loss, unimodal_losses)
+        diag = StepDiagnostics()
+        for mod in self.modalities:
+            params = self.encoders[mod]
+            pair = flatten_pair(g_m[mod], g_u[mod])  # [2, N]
+            stats = stats_from_flat(pair)
+            flat, w_m, w_u, norm_out = self.direction(pair, stats, self._layouts[mod])
+            if flat.dtype != params[0].dtype:
+                flat = flat.to(params[0].dtype)
+            _accumulate(params, self._layouts[mod].unflatten(flat))
+            diag.modalities[mod] = ModalityDiagnostics(
+                cos=stats.cos,
+                conflict=stats.conflict,
+                weight_m=w_m,
+                weight_u=w_u,
+                norm_m=math.sqrt(stats.mm),
+                norm_u=math.sqrt(stats.uu),
+                norm_out=norm_out,
+            )
+        _accumulate(self.heads, head_grads)
+        return diag
+
+    def backward(
+        self,
+        *,
+        multimodal_loss: Tensor,
+        unimodal_losses: Mapping[str, Tensor],
+        confidences: Mapping[str, Tensor] | None = None,
+        diagnose: bool = False,
+    ) -> StepDiagnostics:
+        """Accumulate this method's gradient into ``.grad`` of the encoders and heads.
+
+        Args:
+            multimodal_loss: scalar loss of the fused prediction.
+            unimodal_losses: modality -> scalar loss of that modality's own head.
+            confidences: modality -> confidence on the true class summed over the batch
+                (see :func:`true_class_confidence`); only OGM-GE uses it.
+            diagnose: also compute the per-modality diagnostics for methods that do not
+                need per-loss gradients (costs the per-loss backward passes). Methods that
+                need them always return diagnostics.
+        """
+        self._check_losses(multimodal_loss, unimodal_losses)
+        return self._per_loss_backward(multimodal_loss, unimodal_losses)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(modalities={list(self.modalities)})"
+
+
+class Uniform(GradientIntegrator):
+    """The plain gradient of ``L_mm + sum_k L_k`` (one backward pass)."""
+
+    name = "uniform"
+    needs_per_loss = False
+
+    def weights(self, stats: PairStats) -> tuple[float, float, float]:
+        return 1.0, 1.0, 1.0
+
+    def backward(self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False):  # type: ignore[no-untyped-def]
+        self._check_losses(multimodal_loss, unimodal_losses)
+        if diagnose:
+            return self._per_loss_backward(multimodal_loss, unimodal_losses)
+        total = multimodal_loss + sum(unimodal_losses[m] for m in self.modalities)
+        torch.autograd.backward(total, inputs=self._enc_all + self.heads)
+        return StepDiagnostics()
+
+
+class MultimodalOnly(GradientIntegrator):
+    """Encoders get the multimodal gradient only; heads still get every loss's gradient."""
+
+    name = "multimodal"
+    needs_per_loss = False
+
+    def weights(self, stats: PairStats) -> tuple[float, float, float]:
+        return 1.0, 0.0, 1.0
+
+    def _cheap_backward(
+        self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]
+    ) -> None:
+        torch.autograd.backward(
+            multimodal_loss, inputs=self._enc_all + self.heads, retain_graph=True
+        )
+        if self.heads:
+            uni = sum(unimodal_losses[m] for m in self.modalities)
+            # only the heads: autograd runs just the paths from the losses to the heads
+            grads = torch.autograd.grad(uni, self.heads, allow_unused=True)
+            _accumulate(
+                self.heads,
+                [
+                    torch.zeros_like(p) if g is None else g
+                    for p, g in zip(self.heads, grads, strict=True)
+                ],
+            )
+
+    def backward(self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False):  # type: ignore[no-untyped-def]
+        self._check_losses(multimodal_loss, unimodal_losses)
+        if diagnose:
+            return self._per_loss_backward(multimodal_loss, unimodal_losses)
+        self._cheap_backward(multimodal_loss, unimodal_losses)
+        return StepDiagnostics()
+
+
+class MGDA(GradientIntegrator):
+    """Per encoder, the min-norm combination ``2 (a_m g_m + a_u g_u)`` on every step."""
+
+    name = "mgda"
+
+    def weights(self, stats: PairStats) -> tuple[float, float, float]:
+        a_m, a_u = min_norm_weights(stats)
+        return a_m, a_u, 2.0
+
+
+class PCGrad(GradientIntegrator):
+    """Per encoder: on conflict (``g_m.g_u < 0``) each gradient loses its component along
+    the other, then the two are summed: ``(1 - mu/mm) g_m + (1 - mu/uu) g_u``."""
+
+    name = "pcgrad"
+
+    def weights(self, stats: PairStats) -> tuple[float, float, float]:
+        mu = stats.mu
+        # g_m' = g_m - (mu/uu) g_u and g_u' = g_u - (mu/mm) g_m, only on conflict
+        c_m = mu / stats.uu if mu < 0 and stats.uu > 0 else 0.0
+        c_u = mu / stats.mm if mu < 0 and stats.mm > 0 else 0.0
+        return 1.0 - c_u, 1.0 - c_m, 1.0
+
+
+class MMPareto(GradientIntegrator):
+    """The MMPareto rule on each encoder (see :func:`curatorch.pareto.mmpareto_combine`).
+
+    Diagnostics report the paper's weights ``(a_m, a_u)``; the direction is
+    ``2 (a_m g_m + a_u g_u)`` rescaled to at least the uniform sum's norm, times gamma.
+
+    Args:
+        gamma: final scale of the encoder gradients (1.5 in the paper); positive.
+        scale: ``"tensor"`` (authors' per-tensor rescaling) or ``"encoder"``.
+    """
+
+    name = "mmpareto"
+
+    def __init__(
+        self,
+        *,
+        encoders: Mapping[str, Iterable[Tensor]],
+        heads: Iterable[Tensor] = (),
+        gamma: float = DEFAULT_GAMMA,
+        scale: str = "tensor",
+    ) -> None:
+        _check_gamma(gamma)
+        _check_scale(scale)
+        super().__init__(encoders=encoders, heads=heads)
+        self.gamma = float(gamma)
+        self.scale = scale
+
+    def weights(self, stats: PairStats) -> tuple[float, float, float]:
+        a_m, a_u = mmpareto_weights(stats)
+        return a_m, a_u, 2.0
+
+    def direction(
+        self, pair: Tensor, stats: PairStats, layout: FlatLayout
+    ) -> tuple[Tensor, float, float, float]:
+        if not stats.conflict:  # (1/2, 1/2): v = g_m + g_u, |v| = |g_m + g_u|, factor gamma
+            flat = pair.sum(0).mul_(self.gamma)
+            s_norm = math.sqrt(max(stats.mm + 2 * stats.mu + stats.uu, 0.0))
+            return flat, 0.5, 0.5, self.gamma * s_norm
+        a_m, a_u = mmpareto_weights(stats)
+        v = pair[0] * (2 * a_m)
+        v.add_(pair[1], alpha=2 * a_u)  # [N]
+        flat, norm = rescale_flat(v, pair, layout, self.gamma, self.scale)
+        return flat, a_m, a_u, norm
+
+
+class OGMGE(MultimodalOnly):
+    """OGM-GE: the dominant modality's encoder gradient scaled by ``1 - tanh(alpha rho)``
+    plus Gaussian noise with its standard deviation.
+
+    Args:
+        alpha: modulation strength (>= 0).
+        generator: random generator of the noise (for reproducible runs).
+    """
+
+    name = "ogm_ge"
+
+    def __init__(
+        self,
+        *,
+        encoders: Mapping[str, Iterable[Tensor]],
+        heads: Iterable[Tensor] = (),
+        alpha: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        super().__init__(encoders=encoders, heads=heads)
+        if len(self.modalities) < 2:
+            raise ValueError(f"OGM-GE needs at least two modalities, got {list(self.modalities)}")
+        self.alpha = float(alpha)
+        self.generator = generator
+
+    def coefficients(self, confidences: Mapping[str, Tensor | float]) -> dict[str, float]:
+        """Modality -> gradient coefficient: ``1 - tanh(alpha rho)`` where ``rho > 1``
+        (the dominant modality), else 1."""
+        if confidences is None or set(confidences) != set(self.modalities):
+            got = None if confidences is None else sorted(confidences)
+            raise ValueError(
+                f"confidences must have one entry per modality {list(self.modalities)}, got {got}"
+            )
+        s = {m: float(confidences[m]) for m in self.modalities}
+        out = {}
+        for m in self.modalities:
+            others = sum(s[j] for j in self.modalities if j != m) / (len(self.modalities) - 1)
+            rho = s[m] / max(others, 1e-12)
+            out[m] = 1.0 - math.tanh(self.alpha * rho) if rho > 1 else 1.0
+        return out
+
+    def backward(self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False):  # type: ignore[no-untyped-def]
+        self._check_losses(multimodal_loss, unimodal_losses)
+        coeff = self.coefficients(confidences)  # type: ignore[arg-type]
+        # remember earlier .grad so that only this step's contribution is modulated
+        before = {id(p): (None if p.grad is None else p.grad.clone()) for p in self._enc_all}
+        if diagnose:
+            diag = self._per_loss_backward(multimodal_loss, unimodal_losses)
+        else:
+            self._cheap_backward(multimodal_loss, unimodal_losses)
+            diag = StepDiagnostics()
+        for mod in self.modalities:
+            k = coeff[mod]
+            diag.extra[f"ogm_coeff/{mod}"] = k
+            if k >= 1.0:
+                continue
+            for p in self.encoders[mod]:
+                if p.grad is None:
+                    continue
+                prev = before[id(p)]
+                g = p.grad if prev is None else p.grad - prev
+                std = g.std() if g.numel() > 1 else g.abs()
+                noise = torch.randn(
+                    g.shape, generator=self.generator, dtype=g.dtype, device=g.device
+                )
+                g = g * k + noise * std
+                p.grad = g if prev is None else prev + g
+        return diag
+
+
+INTEGRATORS: dict[str, type[GradientIntegrator]] = {
+    cls.name: cls for cls in (Uniform, MultimodalOnly, MGDA, PCGrad, OGMGE, MMPareto)
+}
+
+
+def build_integrator(
+    name: str,
+    *,
+    encoders: Mapping[str, Iterable[Tensor]],
+    heads: Iterable[Tensor] = (),
+    **options: Any,
+) -> GradientIntegrator:
+    """The integrator registered as ``name`` (see :data:`INTEGRATORS`), built with
+    ``options`` (``gamma``/``scale`` for MMPareto, ``alpha``/``generator`` for OGM-GE)."""
+    if name not in INTEGRATORS:
+        raise ValueError(f"name must be one of {sorted(INTEGRATORS)}, got {name!r}")
+    cls = INTEGRATORS[name]
+    try:
+        return cls(encoders=encoders, heads=heads, **options)
+    except TypeError as exc:
+        raise ValueError(f"integrator {name!r} does not take options {sorted(options)}") from exc

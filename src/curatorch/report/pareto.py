@@ -1,0 +1,94 @@
+"""The MMPareto comparison report: a cos(g_m, g_u) plot and a Markdown table."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["pareto_cos_plot", "pareto_markdown"]
+
+
+def pareto_cos_plot(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "cos(g_m, g_u) during training",
+) -> Path:
+    """Plot ``cos(g_m, g_u)`` against the step, one panel per modality, one line per
+    method (``curves[method][modality] = [(step, cos), ...]``, e.g. averaged over seeds).
+    Writes a PNG and returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mods = sorted({m for per in curves.values() for m in per})
+    if not mods:
+        raise ValueError("curves holds no modality; nothing to plot")
+    fig, axes = plt.subplots(1, len(mods), figsize=(5 * len(mods), 3.4), squeeze=False)
+    for ax, mod in zip(axes[0], mods, strict=True):
+        for method, per in curves.items():
+            pts = per.get(mod, [])
+            if pts:
+                ax.plot([s for s, _ in pts], [c for _, c in pts], label=method, lw=1.2)
+        ax.axhline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_title(f"{mod} encoder")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cos(g_m, g_u)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def pareto_markdown(result: Mapping[str, Any]) -> str:
+    """The Markdown report of ``curatorch pareto compare``'s result (see its summary)."""
+    mods: list[str] = result["modalities"]
+    lines = [
+        "# MMPareto comparison",
+        "",
+        f"Data: {result['data']}. Seeds: {result['seeds']}. Accuracies are test accuracy in %, "
+        "mean ± std over seeds; step time is the median training-step time relative to "
+        "`uniform` (same machine, same run).",
+        "",
+        "| method | multimodal acc | "
+        + " | ".join(f"{m} head acc" for m in mods)
+        + " | "
+        + " | ".join(f"conflict rate {m}" for m in mods)
+        + " | step time / uniform |",
+        "|---|---|" + "---|" * (2 * len(mods)) + "---|",
+    ]
+    for method, row in result["methods"].items():
+        cells = [_mean_std(row["test_acc"])]
+        cells += [_mean_std(row[f"test_acc/{m}"]) for m in mods]
+        for m in mods:
+            rates = row.get(f"conflict_rate/{m}", [])
+            cells.append(f"{statistics.fmean(rates):.3f}" if rates else "-")
+        ratio = row.get("step_time_ratio")
+        cells.append(f"{ratio:.2f}" if ratio is not None else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Each modality trained alone (its encoder and a linear head):", ""]
+    lines += ["| modality | test acc |", "|---|---|"]
+    for mod, accs in result["alone"].items():
+        lines.append(f"| {mod} alone | {_mean_std(accs)} |")
+    lines += ["", "## Checks", ""]
+    for name, check in result.get("checks", {}).items():
+        verdict = "PASS" if check["pass"] else "FAIL"
+        lines.append(f"- **{verdict}** {name}: {check['detail']}")
+    if result.get("cos_plot"):
+        lines += ["", f"![cos(g_m, g_u)]({Path(result['cos_plot']).name})", ""]
+    return "\n".join(lines) + "\n"
