@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from curatorch import __version__
-from curatorch.cli import data, jest, pareto, train
+from curatorch.cli import data, jest, pareto, scaling, train
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (train, data, jest, pareto)
+_GROUPS = (train, data, jest, scaling, pareto)
 
 
 def build_parser() -> argparse.ArgumentParser:

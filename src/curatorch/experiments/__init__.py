@@ -1,0 +1,20 @@
+"""Experiments that compose the trainer with the method libraries (may import
+``curatorch.train``; the method packages never import this one)."""
+
+from curatorch.experiments.scaling import (
+    ScalingExperimentConfig,
+    ScalingSection,
+    alignment_scores,
+    load_scaling_config,
+    run_scaling_experiment,
+    split_buckets,
+)
+
+__all__ = [
+    "ScalingExperimentConfig",
+    "ScalingSection",
+    "alignment_scores",
+    "load_scaling_config",
+    "run_scaling_experiment",
+    "split_buckets",
+]

@@ -1,0 +1,493 @@
+"""Small-scale validation of the data-filtering scaling law (Goyal et al. Figure 5).
+
+1. Train a small reference model on the world's curated pool.
+2. Score every raw pair by the reference's image–text cosine similarity and split the raw
+   pool into ``m`` equal buckets, best first (``top0to25p``, ``top25to50p`` ... for m = 4).
+3. Train the learner on each bucket alone for ``passes`` passes, measuring zero-shot error
+   every ``eval_every_passes`` passes.
+4. Fit ``b`` and ``tau`` per bucket (shared ``a``, ``d``) and predict the top-k unions
+   without training on them.
+5. Train the top-k unions for the same number of samples seen and compare.
+
+Every training run uses a constant learning rate after warmup (``optim.min_lr_ratio = 1``)
+so that an intermediate evaluation stands for a shorter run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+import numpy as np
+import torch
+
+from curatorch.data import PairDataset, World, build_world
+from curatorch.models import build_model
+from curatorch.scaling import (
+    Runs,
+    combined_error,
+    fit_pools,
+    write_params,
+    write_runs,
+)
+from curatorch.train import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    model_config_for,
+    train,
+)
+
+__all__ = [
+    "ScalingExperimentConfig",
+    "ScalingSection",
+    "alignment_scores",
+    "load_scaling_config",
+    "run_scaling_experiment",
+    "split_buckets",
+]
+
+
+@dataclass(frozen=True)
+class ScalingSection:
+    """The ``[scaling]`` table of an experiment config.
+
+    Attributes:
+        buckets: number ``m`` of equal buckets of the raw pool (>= 2).
+        passes: passes over one bucket that every run trains for (total samples seen is
+            ``passes * bucket_size`` for bucket and union runs alike).
+        eval_every_passes: evaluation cadence, in passes over one bucket.
+        combos: the top-k unions to predict and train (each ``2 <= k <= buckets``).
+        reference_size: model size of the reference (registry name).
+        reference_steps: training steps of the reference on the curated pool.
+        method: combination method, ``"utility"`` or ``"data"``.
+        fit_d: fit ``d`` (true) or fix it to ``d`` (false).
+        d: the fixed ``d`` when ``fit_d`` is false.
+        tau_max: largest half-life (passes) in the fitting grid.
+        tolerance: largest acceptable |predicted - measured| error of a union.
+    """
+
+    buckets: int = 4
+    passes: int = 10
+    eval_every_passes: int = 2
+    combos: tuple[int, ...] = (2, 3, 4)
+    reference_size: str = "tiny"
+    reference_steps: int = 300
+    method: str = "utility"
+    fit_d: bool = True
+    d: float = 0.0
+    tau_max: float = 50.0
+    tolerance: float = 0.03
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad key."""
+        if self.buckets < 2:
+            raise ConfigError(f"scaling.buckets must be >= 2, got {self.buckets}")
+        if self.passes < 1:
+            raise ConfigError(f"scaling.passes must be >= 1, got {self.passes}")
+        if not 1 <= self.eval_every_passes <= self.passes:
+            raise ConfigError(
+                f"scaling.eval_every_passes must be in [1, passes={self.passes}], "
+                f"got {self.eval_every_passes}"
+            )
+        for k in self.combos:
+            if not 2 <= k <= self.buckets:
+                raise ConfigError(f"scaling.combos entries must be in [2, {self.buckets}], got {k}")
+        if self.reference_steps < 1:
+            raise ConfigError(f"scaling.reference_steps must be >= 1, got {self.reference_steps}")
+        if self.method not in ("utility", "data"):
+            raise ConfigError(f"scaling.method must be 'utility' or 'data', got {self.method!r}")
+        if not 0.0 <= self.d <= 1.0:
+            raise ConfigError(f"scaling.d must be in [0, 1], got {self.d}")
+        if not self.tau_max > 1.0:
+            raise ConfigError(f"scaling.tau_max must be > 1, got {self.tau_max}")
+        if not self.tolerance > 0:
+            raise ConfigError(f"scaling.tolerance must be > 0, got {self.tolerance}")
+
+
+@dataclass(frozen=True)
+class ScalingExperimentConfig:
+    """The training config (all usual sections) plus the ``[scaling]`` table."""
+
+    base: ExperimentConfig
+    scaling: ScalingSection
+
+
+def load_scaling_config(
+    path: str | os.PathLike[str], overrides: Sequence[str] = ()
+) -> ScalingExperimentConfig:
+    """Read a TOML file with the usual sections and a ``[scaling]`` table; ``--set``
+    overrides may address either (``scaling.passes=6``). Raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table: dict[str, Any] = dict(raw.pop("scaling", {}))
+    rest = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip().startswith("scaling."):
+            table[key.strip()[len("scaling.") :]] = _parse_value(value.strip())
+        else:
+            rest.append(item)
+    try:
+        base = config_from_dict(apply_overrides(raw, rest))
+        section = _section(table)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return ScalingExperimentConfig(base=base, scaling=section)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _section(table: Mapping[str, Any]) -> ScalingSection:
+    fields = {f.name: f for f in dataclasses.fields(ScalingSection)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key scaling.{key} (known: {sorted(fields)})")
+        default = getattr(ScalingSection(), key)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (list, tuple)) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            )
+            value = tuple(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ConfigError(
+                f"scaling.{key} must be like {default!r}, got {type(value).__name__} {value!r}"
+            )
+        kwargs[key] = value
+    section = ScalingSection(**kwargs)
+    section.validate()
+    return section
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring and bucketing
+
+
+@torch.no_grad()
+def alignment_scores(
+    model: torch.nn.Module, data: PairDataset, *, patch_size: int, batch_size: int = 1024
+) -> torch.Tensor:
+    """Cosine similarity of each pair's image and text embedding under ``model``; ``[N]``."""
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        img = model.encode_image(data.image_batch(idx), patch_size=patch_size)  # [b, D]
+        txt = model.encode_text(data.tokens[idx])  # [b, D]
+        out.append((img * txt).sum(-1))
+    return torch.cat(out)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0f}" if abs(x - round(x)) < 1e-9 else f"{x:.4g}"
+
+
+def split_buckets(
+    scores: torch.Tensor, *, buckets: int, multiple: int = 1
+) -> tuple[list[str], list[torch.Tensor]]:
+    """Split indices into ``buckets`` equal buckets by descending score.
+
+    Each bucket has ``floor(N / buckets / multiple) * multiple`` examples; the lowest-scoring
+    remainder is dropped. Names are ``top{lo}to{hi}p`` in percent of the used pool.
+
+    Returns:
+        ``(names, index)``: ``[m]`` names and ``[m]`` int64 index tensors, best first.
+    """
+    if scores.dim() != 1:
+        raise ValueError(f"scores must be a vector, got shape {tuple(scores.shape)}")
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    size = (scores.numel() // buckets // multiple) * multiple
+    if size < 1:
+        raise ValueError(
+            f"buckets: {scores.numel()} examples cannot fill {buckets} buckets of a multiple "
+            f"of {multiple}"
+        )
+    order = torch.argsort(scores, descending=True, stable=True)
+    step = 100.0 / buckets
+    names = [f"top{_pct(i * step)}to{_pct((i + 1) * step)}p" for i in range(buckets)]
+    return names, [order[i * size : (i + 1) * size] for i in range(buckets)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+def _read_points(run_dir: Path) -> list[tuple[int, float]]:
+    points = []
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                if rec["examples_seen"] > 0:
+                    points.append((int(rec["examples_seen"]), 1.0 - float(rec["zeroshot_acc"])))
+    return points
+
+
+def _train_pool(
+    cfg: ExperimentConfig, out: Path, *, world: World, pool: PairDataset, log: Callable[[str], None]
+) -> tuple[list[tuple[int, float]], float]:
+    t0 = time.perf_counter()
+    train(cfg, out, overwrite=True, progress=False, world=world, pool=pool)
+    wall = time.perf_counter() - t0
+    points = _read_points(out)
+    log(
+        f"  {out.name}: {len(pool)} examples, {cfg.train.steps} steps, {wall:.1f} s, "
+        f"errors {[round(e, 3) for _, e in points]}"
+    )
+    return points, wall
+
+
+def run_scaling_experiment(
+    config: ScalingExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole validation into ``out_dir`` and return the summary record.
+
+    Writes ``reference/`` (the reference run), ``buckets/<name>/`` and ``unions/top<k>/``
+    (training runs), ``bucket_runs.csv`` (the bucket points), ``fit.jsonl`` (the fitted
+    parameters), ``comparison.csv`` (predicted against measured error of every union point)
+    and ``summary.json``.
+    """
+    from curatorch.scaling import atomic_write_bytes
+
+    cfg, sc = config.base, config.scaling
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    batch = cfg.train.batch_size
+    base = dataclasses.replace(
+        cfg,
+        optim=dataclasses.replace(cfg.optim, min_lr_ratio=1.0),
+        train=dataclasses.replace(cfg.train, eval_at_start=False),
+    )
+    world = build_world(cfg.data)
+
+    # 1. reference on the curated pool
+    ref_cfg = dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, size=sc.reference_size),
+        train=dataclasses.replace(
+            base.train,
+            steps=sc.reference_steps,
+            eval_every=sc.reference_steps,
+            checkpoint_every=sc.reference_steps,
+        ),
+        optim=cfg.optim,
+    )
+    log(f"reference: {sc.reference_size} on {len(world.curated)} curated pairs")
+    t0 = time.perf_counter()
+    train(
+        ref_cfg, out / "reference", overwrite=True, progress=False, world=world, pool=world.curated
+    )
+    ckpt_dir = latest_checkpoint(out / "reference")
+    if ckpt_dir is None:
+        raise RuntimeError(f"the reference run in {out / 'reference'} left no checkpoint")
+    ckpt = load_checkpoint(ckpt_dir)
+    model_cfg = model_config_for(ref_cfg, world)
+    reference = build_model(model_cfg)
+    load_model_weights(reference, ckpt.model, ckpt.path)
+    patch = ref_cfg.model.train_patch_size or min(model_cfg.image.patch_sizes)
+    scores = alignment_scores(reference, world.raw, patch_size=patch)
+    names, index = split_buckets(scores, buckets=sc.buckets, multiple=batch)
+    size = int(index[0].numel())
+    ref_wall = time.perf_counter() - t0
+    noise = world.raw.noise
+    clean = [float((noise[i] == 0).float().mean()) for i in index]
+    log(
+        f"  reference + scoring {ref_wall:.1f} s; bucket size {size}; clean fraction "
+        f"{[round(c, 3) for c in clean]}"
+    )
+
+    # 2. every bucket alone
+    total = sc.passes * size
+    steps = math.ceil(total / batch)
+    every = max(1, (sc.eval_every_passes * size) // batch)
+    run_cfg = dataclasses.replace(
+        base,
+        train=dataclasses.replace(
+            base.train, steps=steps, eval_every=every, checkpoint_every=steps
+        ),
+    )
+    bucket_points: dict[str, list[tuple[int, float]]] = {}
+    walls: dict[str, float] = {}
+    for name, idx in zip(names, index, strict=False):
+        bucket_points[name], walls[name] = _train_pool(
+            run_cfg, out / "buckets" / name, world=world, pool=world.raw.subset(idx), log=log
+        )
+
+    # 3. fit the buckets
+    pool_ix, seen, err = [], [], []
+    for j, name in enumerate(names):
+        for n, e in bucket_points[name]:
+            pool_ix.append(j)
+            seen.append(n)
+            err.append(e)
+    runs = Runs(
+        names=tuple(names),
+        pool=np.asarray(pool_ix, dtype=np.int64),
+        samples_seen=np.asarray(seen, dtype=np.float64),
+        error=np.asarray(err),
+        pool_size=np.full(len(seen), float(size)),
+    )
+    write_runs(out / "bucket_runs.csv", runs)
+    fits: dict[str, Any] = {}
+    fit_walls: dict[str, float] = {}
+    other = "data" if sc.method == "utility" else "utility"
+    for method in (sc.method, other):  # the configured method, and the other for comparison
+        t0 = time.perf_counter()
+        fits[method] = fit_pools(
+            names=names,
+            pool=runs.pool,
+            samples_seen=runs.samples_seen,
+            error=runs.error,
+            pool_size=float(size),
+            method=method,  # type: ignore[arg-type]
+            d=None if sc.fit_d else sc.d,
+            # our budgets are ~1e4-1e5 samples, not DataComp's 1e7-1e9: a log grid for a
+            a_grid=np.geomspace(1e-3, 1e6, 91),
+            tau_grid=np.geomspace(0.25, sc.tau_max, 100),
+            fit_id=f"experiment_buckets_{method}",
+        )
+        fit_walls[method] = time.perf_counter() - t0
+    write_params(out / "fit.jsonl", [fits[sc.method].params, fits[other].params])
+    fit, fit_wall = fits[sc.method], fit_walls[sc.method]
+    p = fit.params
+    for method, f in fits.items():
+        q = f.params
+        log(
+            f"fit {method} ({fit_walls[method]:.2f} s): a={q.a[0]:.4g} d={q.d:.4g} "
+            f"b={[round(v, 4) for v in q.b]} tau={[round(v, 3) for v in q.tau]} "
+            f"sse={f.sse:.3g}"
+        )
+    b_order = [names[i] for i in np.argsort(p.b, kind="stable")]
+
+    # 4./5. predict and train the unions of the top-k buckets (by reference score)
+    rows = []
+    union_summary: dict[str, Any] = {}
+    for k in sc.combos:
+        label = f"top{_pct(100.0 * k / sc.buckets)}"
+        union = world.raw.subset(torch.cat(index[:k]))
+        points, walls[label] = _train_pool(
+            run_cfg, out / "unions" / label, world=world, pool=union, log=log
+        )
+        n_meas = np.array([n for n, _ in points], dtype=np.float64)
+        e_meas = np.array([e for _, e in points])
+        e_pred = combined_error(
+            n_meas,
+            bucket_size=size,
+            a=p.a[0],
+            b=p.b[:k],
+            tau=p.tau[:k],
+            d=float(p.d),
+            method=sc.method,
+        )  # type: ignore[arg-type]
+        q = fits[other].params
+        e_other = combined_error(
+            n_meas,
+            bucket_size=size,
+            a=q.a[0],
+            b=q.b[:k],
+            tau=q.tau[:k],
+            d=float(q.d),
+            method=other,  # type: ignore[arg-type]
+        )
+        diff = e_pred - e_meas
+        for n, pe, me in zip(n_meas, e_pred, e_meas, strict=True):
+            rows.append((label, int(n), float(pe), float(me)))
+        union_summary[label] = {
+            "buckets": names[:k],
+            "samples_seen": [int(v) for v in n_meas],
+            "predicted_error": [round(float(v), 5) for v in e_pred],
+            "measured_error": [round(float(v), 5) for v in e_meas],
+            "max_abs_diff": round(float(np.abs(diff).max()), 5),
+            "mean_abs_diff": round(float(np.abs(diff).mean()), 5),
+            "final_diff": round(float(diff[-1]), 5),
+            f"{other}_predicted_error": [round(float(v), 5) for v in e_other],
+            f"{other}_max_abs_diff": round(float(np.abs(e_other - e_meas).max()), 5),
+        }
+    text = "union,samples_seen,predicted_error,measured_error,difference\n" + "".join(
+        f"{u},{n},{pe:.6f},{me:.6f},{pe - me:+.6f}\n" for u, n, pe, me in rows
+    )
+    atomic_write_bytes(out / "comparison.csv", text.encode("utf-8"))
+    max_diff = max(v["max_abs_diff"] for v in union_summary.values()) if union_summary else 0.0
+    summary = {
+        "out": str(out),
+        "bucket_size": size,
+        "buckets": names,
+        "clean_fraction": [round(c, 4) for c in clean],
+        "fit": {
+            "a": p.a[0],
+            "d": p.d,
+            "b": list(p.b),
+            "tau": list(p.tau),
+            "sse": fit.sse,
+            "method": sc.method,
+            "b_order": b_order,
+            "seconds": round(fit_wall, 3),
+            "residual_rms_per_bucket": {
+                name: round(
+                    float(np.sqrt(fit.sse_per_pool[j] / max(1, len(bucket_points[name])))), 5
+                )
+                for j, name in enumerate(names)
+            },
+        },
+        f"fit_{other}": {
+            "a": fits[other].params.a[0],
+            "d": fits[other].params.d,
+            "b": list(fits[other].params.b),
+            "tau": list(fits[other].params.tau),
+            "sse": fits[other].sse,
+        },
+        "bucket_points": {k: v for k, v in bucket_points.items()},
+        "unions": union_summary,
+        "max_abs_diff": max_diff,
+        "tolerance": sc.tolerance,
+        "within_tolerance": bool(max_diff <= sc.tolerance),
+        "wall_s": {
+            "reference": round(ref_wall, 1),
+            **{k: round(v, 1) for k, v in walls.items()},
+            "total": round(time.perf_counter() - t_start, 1),
+        },
+        "threads": torch.get_num_threads(),
+    }
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    return summary
