@@ -48,32 +48,40 @@ from curatorch.selection import (
 )
 
 
+# how much of an embedding is its concept, relative to the pair's own details (weight 1)
+CONCEPT_WEIGHT = 1.3
+
+
 def make_embeddings(
     size: int, dim: int, *, seed: int, device: torch.device
 ) -> tuple[ModelEmbeddings, ModelEmbeddings]:
     """Learner and reference views of one super-batch, as they look during training.
 
-    Examples belong to ``size // 8`` concepts (about 8 per concept). 40% of pairs are
-    clean (the caption names the image's concept); the rest carry another concept's
-    caption. The reference (trained on curated data) embeds both images and captions
-    close to their concept (cosine ~0.8) with a sharp temperature, so it gives clean pairs
-    a low loss, noisy pairs a high one, and also a high loss to *negatives of the same
-    concept* — the off-diagonal structure of JEST's learnability matrix. The early
-    learner embeds concepts only loosely (cosine ~0.45) and is unsure of every pair.
+    Examples belong to ``size // 8`` concepts (about 8 per concept); each pair also has its
+    own details (attributes, position), so a caption matches its own image better than
+    another image of the same concept. 40% of pairs are clean; the rest carry another
+    pair's caption. The reference (trained on curated data, sharp temperature) embeds
+    both modalities close to concept + details, so clean pairs get a low loss, noisy pairs
+    a high one, and negatives of the same concept a moderate one — the off-diagonal
+    structure of JEST's learnability matrix. The early learner embeds everything loosely
+    and is unsure of every pair.
     """
     g = torch.Generator().manual_seed(seed)
     concepts = max(size // 8, 2)
     centers = F.normalize(torch.randn(concepts, dim, generator=g), dim=-1)
+    details = F.normalize(torch.randn(size, dim, generator=g), dim=-1)
     concept = torch.randint(concepts, (size,), generator=g)
     clean = torch.rand(size, generator=g) < 0.4
-    caption_concept = torch.where(clean, concept, torch.randint(concepts, (size,), generator=g))
+    source = torch.where(clean, torch.arange(size), torch.randint(size, (size,), generator=g))
 
     def embed(which: torch.Tensor, spread: float) -> torch.Tensor:
         noise = torch.randn(size, dim, generator=g) * spread / dim**0.5
-        return F.normalize(centers[which] + noise, dim=-1).to(device)
+        mixed = centers[concept[which]] * CONCEPT_WEIGHT + details[which] + noise
+        return F.normalize(mixed, dim=-1).to(device)
 
-    reference = ModelEmbeddings(embed(concept, 0.35), embed(caption_concept, 0.35), 20.0, -12.0)
-    learner = ModelEmbeddings(embed(concept, 1.0), embed(caption_concept, 1.0), 10.0, -10.0)
+    everyone = torch.arange(size)
+    reference = ModelEmbeddings(embed(everyone, 0.35), embed(source, 0.35), 20.0, -12.0)
+    learner = ModelEmbeddings(embed(everyone, 1.0), embed(source, 1.0), 10.0, -10.0)
     return learner, reference
 
 
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--gibbs-steps", type=int, default=0, help="0: 3 x b")
+    p.add_argument("--gibbs-steps", type=int, default=0, help="0: 10 x b")
     p.add_argument("--skip-dense", action="store_true", help="no dense twin (large B)")
     p.add_argument("--skip-quality", action="store_true", help="no Gibbs/quality comparison")
     p.add_argument("--seed", type=int, default=0)
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.skip_quality:
         dense = scorer.dense()
-        steps = args.gibbs_steps or 3 * b
+        steps = args.gibbs_steps or 10 * b
         t0 = time.perf_counter()
         gibbs = gibbs_select(dense, batch_size=b, steps=steps, generator=gen())
         gibbs_s = time.perf_counter() - t0
