@@ -47,7 +47,6 @@ from curatorch.selection import (
     random_select,
 )
 
-
 # how much of an embedding is its concept, relative to the pair's own details (weight 1)
 CONCEPT_WEIGHT = 1.3
 
