@@ -5,7 +5,11 @@
 
 A step is the forward of the multimodal classifier, the multimodal and unimodal
 cross-entropy losses, the integrator's backward and an optimizer step (SGD with momentum,
-as in configs/pareto.toml). Inputs are a fixed coloured-and-gray digits batch. The two
+as in configs/pareto.toml), done as the trainer does it (per-loss backward passes from
+the losses). ``--features`` times MMPareto on ``split_features`` leaves instead: one
+backward through the heads, then ``g_m`` and ``g_u`` through the encoders, two
+vector-Jacobian products or one batched with ``--vjp batched``. The uniform baseline is
+always one plain backward. Inputs are a fixed coloured-and-gray digits batch. The two
 methods are timed in alternating blocks (so that load from other processes hits both);
 the figures are medians over all timed steps. The last line printed is JSON with
 ``step_time_ratio`` (MMPareto / uniform), ``mmpareto_s`` and ``uniform_s``.
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 
 from curatorch.data import coloured_gray_digits
 from curatorch.models import MultimodalClassifier, MultimodalClassifierConfig
-from curatorch.pareto import build_integrator
+from curatorch.pareto import VJP_MODES, build_integrator, split_features
 
 
 def main() -> None:
@@ -35,6 +39,10 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=10, help="alternating blocks per method")
     ap.add_argument("--steps", type=int, default=50, help="timed steps per block")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vjp", default="loop", choices=list(VJP_MODES))
+    ap.add_argument(
+        "--features", action="store_true", help="MMPareto on split_features leaves"
+    )
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,18 +65,24 @@ def main() -> None:
         model = MultimodalClassifier(cfg)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         integ = build_integrator(
-            name, encoders=model.encoder_parameters(), heads=model.head_parameters()
+            name, encoders=model.encoder_parameters(), heads=model.head_parameters(), vjp=args.vjp
         )
         setups[name] = (model, opt, integ)
 
     def step(name: str) -> float:
         model, opt, integ = setups[name]
+        use_features = args.features and name == "mmpareto"
         t0 = time.perf_counter()
-        out = model(inputs)
+        if use_features:
+            split = split_features(model.encode(inputs))
+            out = model.forward_from_features(split.fusion, split.unimodal)
+        else:
+            split = None
+            out = model(inputs)
         loss_mm = F.cross_entropy(out["logits"], labels)
         loss_u = {m: F.cross_entropy(out["unimodal_logits"][m], labels) for m in mods}
         opt.zero_grad(set_to_none=True)
-        integ.backward(multimodal_loss=loss_mm, unimodal_losses=loss_u)
+        integ.backward(multimodal_loss=loss_mm, unimodal_losses=loss_u, features=split)
         opt.step()
         return time.perf_counter() - t0
 
@@ -87,6 +101,8 @@ def main() -> None:
         "encoder": args.encoder,
         "batch_size": args.batch_size,
         "threads": args.threads,
+        "features": args.features,
+        "vjp": args.vjp,
     }
     if not args.json:
         for k, v in med.items():

@@ -105,17 +105,36 @@ class MultimodalClassifier(nn.Module):
             {m: nn.Linear(cfg.embed_dim, cfg.num_classes) for m in cfg.modalities}
         )
 
-    def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, object]:
+    def encode(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Modality -> its encoder's features ``[B, D]``."""
         missing = [m for m in self.cfg.modalities if m not in inputs]
         if missing:
             raise ValueError(f"inputs lacks modalities {missing} (has {sorted(inputs)})")
-        feats = {m: self.encoders[m](inputs[m]) for m in self.cfg.modalities}  # [B, D] each
-        fused = torch.cat([feats[m] for m in self.cfg.modalities], dim=1)  # [B, M*D]
+        return {m: self.encoders[m](inputs[m]) for m in self.cfg.modalities}  # [B, D] each
+
+    def forward_from_features(
+        self,
+        features: Mapping[str, Tensor],
+        unimodal_features: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, object]:
+        """The heads on encoder features: the fusion head reads ``features``, each
+        unimodal head reads ``unimodal_features`` (default: ``features``), e.g. the two
+        leaves of :func:`curatorch.pareto.split_features`. Same output as :meth:`forward`.
+        """
+        uni = features if unimodal_features is None else unimodal_features
+        for name, feats in (("features", features), ("unimodal_features", uni)):
+            missing = [m for m in self.cfg.modalities if m not in feats]
+            if missing:
+                raise ValueError(f"{name} lacks modalities {missing} (has {sorted(feats)})")
+        fused = torch.cat([features[m] for m in self.cfg.modalities], dim=1)  # [B, M*D]
         return {
             "logits": self.fusion_head(fused),
-            "unimodal_logits": {m: self.unimodal_heads[m](feats[m]) for m in self.cfg.modalities},
-            "features": feats,
+            "unimodal_logits": {m: self.unimodal_heads[m](uni[m]) for m in self.cfg.modalities},
+            "features": dict(features),
         }
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, object]:
+        return self.forward_from_features(self.encode(inputs))
 
     def encoder_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Modality -> its encoder's parameters (the groups a gradient integrator takes)."""

@@ -22,6 +22,20 @@ that encoder and its head. (The authors' reference code runs four full backward 
 A unimodal loss's gradient on *another* modality's encoder is outside the rule and not
 used; in a late-fusion model it is zero.
 
+With ``features`` (:func:`split_features`: the fusion head and each unimodal head read
+separate detached copies of the encoder outputs ``z_k``), the heads are backpropagated
+once, for the summed loss, which leaves ``d_m,k = dL_mm/dz_k`` and ``d_u,k = dL_k/dz_k``
+on the copies; then the encoders are backpropagated once, a batched vector-Jacobian
+product ``vjp(z, [d_m; d_u])`` (``is_grads_batched``) that gives ``g_m`` and ``g_u``
+stacked (``vjp="batched"``), or two plain ones (``vjp="loop"``, the default). The result
+equals the path without ``features`` up to float rounding; on CPU it is not faster (the
+encoders' backward flops are the same, and the extra engine call and vmap cost more
+than they save; measured in ``docs/pareto.md``), so our trainer does not use it::
+
+    split = split_features(model.encode(inputs))           # z_k -> two leaves each
+    out = model.forward_from_features(split.fusion, split.unimodal)
+    integ.backward(multimodal_loss=..., unimodal_losses=..., features=split)
+
 Methods:
 
 - ``uniform``: the gradient of ``L_mm + sum_k L_k`` everywhere;
@@ -51,29 +65,29 @@ from torch import Tensor
 
 from curatorch.pareto.rule import (
     DEFAULT_GAMMA,
-    FlatLayout,
     PairStats,
     _check_gamma,
     _check_scale,
-    flatten_pair,
+    _factor,
     min_norm_weights,
     mmpareto_weights,
-    rescale_flat,
-    stats_from_flat,
 )
 
 __all__ = [
     "INTEGRATORS",
     "MGDA",
     "OGMGE",
+    "VJP_MODES",
     "GradientIntegrator",
     "MMPareto",
     "ModalityDiagnostics",
     "MultimodalOnly",
     "PCGrad",
+    "SplitFeatures",
     "StepDiagnostics",
     "Uniform",
     "build_integrator",
+    "split_features",
     "true_class_confidence",
 ]
 
@@ -137,6 +151,45 @@ def true_class_confidence(logits: Tensor, labels: Tensor) -> Tensor:
         return probs.gather(1, labels.view(-1, 1)).sum()
 
 
+@dataclass(frozen=True)
+class SplitFeatures:
+    """Encoder outputs cut off from the heads (build with :func:`split_features`).
+
+    ``encoded[k]`` is ``z_k``, still attached to encoder ``k``'s graph; the fusion head
+    must read ``fusion[k]`` and unimodal head ``k`` must read ``unimodal[k]``, two
+    detached leaves equal to ``z_k``. All three map modality -> ``[B, ...]``.
+    """
+
+    encoded: dict[str, Tensor]
+    fusion: dict[str, Tensor]
+    unimodal: dict[str, Tensor]
+
+
+def split_features(features: Mapping[str, Tensor]) -> SplitFeatures:
+    """Two detached leaves of each encoder output: one for the fusion head, one for that
+    modality's unimodal head (see :class:`SplitFeatures`).
+
+    Args:
+        features: modality -> encoder output ``z_k`` (requires grad).
+    """
+    if not isinstance(features, Mapping) or not features:
+        raise ValueError(f"features must be a non-empty mapping, got {features!r}")
+    for mod, z in features.items():
+        if not isinstance(z, Tensor) or not z.requires_grad:
+            raise ValueError(
+                f"features[{mod!r}] must be an encoder output that requires grad, "
+                f"got {type(z).__name__}"
+            )
+    return SplitFeatures(
+        encoded=dict(features),
+        fusion={m: z.detach().requires_grad_() for m, z in features.items()},
+        unimodal={m: z.detach().requires_grad_() for m, z in features.items()},
+    )
+
+
+VJP_MODES = ("loop", "batched")
+
+
 def _reachable_leaves(loss: Tensor) -> set[int]:
     """``id`` of every leaf tensor the autograd graph of ``loss`` reaches."""
     leaves: set[int] = set()
@@ -180,6 +233,9 @@ class GradientIntegrator:
         encoders: modality name -> that modality's encoder parameters (disjoint groups).
         heads: every other trained parameter (fusion and unimodal heads); they receive the
             gradient of the summed losses.
+        vjp: with ``features``, how ``g_m`` and ``g_u`` are backpropagated through the
+            encoders: ``"loop"`` (two vector-Jacobian products, the default) or
+            ``"batched"`` (one, ``is_grads_batched``); same result up to float rounding.
     """
 
     name: ClassVar[str] = ""
@@ -187,10 +243,17 @@ class GradientIntegrator:
     needs_per_loss: ClassVar[bool] = True
 
     def __init__(
-        self, *, encoders: Mapping[str, Iterable[Tensor]], heads: Iterable[Tensor] = ()
+        self,
+        *,
+        encoders: Mapping[str, Iterable[Tensor]],
+        heads: Iterable[Tensor] = (),
+        vjp: str = "loop",
     ) -> None:
         if not isinstance(encoders, Mapping) or not encoders:
             raise ValueError(f"encoders must be a non-empty mapping, got {encoders!r}")
+        if vjp not in VJP_MODES:
+            raise ValueError(f"vjp must be one of {list(VJP_MODES)}, got {vjp!r}")
+        self.vjp = vjp
         self.modalities: tuple[str, ...] = tuple(encoders)
         self.encoders: dict[str, list[Tensor]] = {}
         seen: dict[int, str] = {}
@@ -217,11 +280,10 @@ class GradientIntegrator:
                 )
             seen[id(p)] = "heads"
             self.heads.append(p)
+        self._owner = {id(p): mod for mod, ps in self.encoders.items() for p in ps}
         self._enc_all = [p for mod in self.modalities for p in self.encoders[mod]]
         self._separable: bool | None = None
-        self._layouts = {
-            mod: FlatLayout([p.shape for p in ps]) for mod, ps in self.encoders.items()
-        }
+        self._features_checked = False
 
     # -- validation -------------------------------------------------------------------
     def _check_losses(self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]) -> None:
@@ -239,14 +301,69 @@ class GradientIntegrator:
             if not isinstance(loss, Tensor) or loss.ndim != 0:
                 raise ValueError(f"unimodal_losses[{mod!r}] must be a scalar tensor")
 
+    def _check_features(
+        self,
+        features: SplitFeatures,
+        multimodal_loss: Tensor,
+        unimodal_losses: Mapping[str, Tensor],
+    ) -> None:
+        """The split must be exact: every loss reaches the encoders only through the
+        leaves, the multimodal loss only the fusion leaves, ``L_k`` only unimodal leaf
+        ``k``, and ``z_k`` only encoder ``k``. Walks the graphs on the first call (the
+        structure is fixed from step to step), then checks only the keys."""
+        if not isinstance(features, SplitFeatures):
+            raise ValueError(
+                f"features must be a SplitFeatures (see split_features), "
+                f"got {type(features).__name__}"
+            )
+        for part in ("encoded", "fusion", "unimodal"):
+            keys = set(getattr(features, part))
+            if keys != set(self.modalities):
+                raise ValueError(
+                    f"features.{part} must have one tensor per modality "
+                    f"{list(self.modalities)}, got {sorted(keys)}"
+                )
+        if self._features_checked:
+            return
+        fusion = {id(features.fusion[m]): m for m in self.modalities}
+        uni = {id(features.unimodal[m]): m for m in self.modalities}
+
+        def bad(loss: Tensor, allowed_uni: str | None, allow_fusion: bool) -> str | None:
+            for leaf in _reachable_leaves(loss):
+                if leaf in self._owner:
+                    return f"encoder {self._owner[leaf]!r}'s parameters directly"
+                if leaf in fusion and not allow_fusion:
+                    return f"the fusion features of {fusion[leaf]!r}"
+                if leaf in uni and uni[leaf] != allowed_uni:
+                    return f"the unimodal features of {uni[leaf]!r}"
+            return None
+
+        problems = [("multimodal_loss", bad(multimodal_loss, None, True))]
+        problems += [
+            (f"unimodal_losses[{m!r}]", bad(unimodal_losses[m], m, False)) for m in self.modalities
+        ]
+        for m in self.modalities:
+            for leaf in _reachable_leaves(features.encoded[m]):
+                if self._owner.get(leaf, m) != m:
+                    problems.append((f"features.encoded[{m!r}]", f"encoder {self._owner[leaf]!r}"))
+                    break
+        for what, reason in problems:
+            if reason is not None:
+                raise ValueError(
+                    f"{what} reaches {reason}; with features, the fusion head must read "
+                    "only features.fusion, each unimodal head only its own "
+                    "features.unimodal entry, and z_k only its own encoder "
+                    "(or call backward without features)"
+                )
+        self._features_checked = True
+
     # -- gradients --------------------------------------------------------------------
     def _check_separable(self, unimodal_losses: Mapping[str, Tensor]) -> bool:
         """Whether no unimodal loss reaches another modality's encoder (a walk of the
         autograd graph, done on the first call and cached)."""
         if self._separable is None:
-            owner = {id(p): mod for mod, ps in self.encoders.items() for p in ps}
             self._separable = all(
-                owner.get(leaf, mod) == mod
+                self._owner.get(leaf, mod) == mod
                 for mod in self.modalities
                 for leaf in _reachable_leaves(unimodal_losses[mod])
             )
@@ -254,8 +371,9 @@ class GradientIntegrator:
 
     def _per_loss_grads(
         self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]
-    ) -> tuple[dict[str, list[Tensor]], dict[str, list[Tensor]], list[Tensor]]:
-        """``(g_m per modality, g_u per modality, heads' summed-loss gradient)``.
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """``(g_m, g_u, heads' summed-loss gradient)``; ``g_m``/``g_u`` list every encoder
+        parameter's gradient in the order of ``self._enc_all``.
 
         One backward of the multimodal loss; then, when the unimodal losses are separable
         (each reaches only its own encoder, as in any late-fusion model), one backward of
@@ -266,16 +384,16 @@ class GradientIntegrator:
         raw = torch.autograd.grad(multimodal_loss, inputs, retain_graph=True, allow_unused=True)
         grads = _zeros_for_none(inputs, raw)
         head_grads = grads[n_enc:]  # summed in place below
-        g_m = self._split_encoders(grads[:n_enc])
+        g_m = grads[:n_enc]
         if self._check_separable(unimodal_losses):
             total = unimodal_losses[self.modalities[0]]
             for mod in self.modalities[1:]:
                 total = total + unimodal_losses[mod]
             raw = torch.autograd.grad(total, inputs, allow_unused=True)
-            g_u = self._split_encoders(_zeros_for_none(self._enc_all, raw[:n_enc]))
+            g_u = _zeros_for_none(self._enc_all, raw[:n_enc])
             _add_present(head_grads, raw[n_enc:])
             return g_m, g_u, head_grads
-        g_u = {}
+        g_u = []
         for i, mod in enumerate(self.modalities):
             own = self.encoders[mod]
             raw = torch.autograd.grad(
@@ -284,58 +402,118 @@ class GradientIntegrator:
                 retain_graph=i < len(self.modalities) - 1,
                 allow_unused=True,
             )
-            g_u[mod] = _zeros_for_none(own, raw[: len(own)])
+            g_u += _zeros_for_none(own, raw[: len(own)])
             _add_present(head_grads, raw[len(own) :])
         return g_m, g_u, head_grads
 
-    def _split_encoders(self, flat_list: list[Tensor]) -> dict[str, list[Tensor]]:
-        out, start = {}, 0
+    def _head_backward(
+        self,
+        features: SplitFeatures,
+        multimodal_loss: Tensor,
+        unimodal_losses: Mapping[str, Tensor],
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """One backward of the summed loss through the heads only: ``(d_m, d_u, heads'
+        gradient)``, ``d_m[k] = dL_mm/dz_k`` and ``d_u[k] = dL_k/dz_k`` (``[B, ...]``)."""
+        self._check_features(features, multimodal_loss, unimodal_losses)
+        total = multimodal_loss
         for mod in self.modalities:
-            n = len(self.encoders[mod])
-            out[mod] = flat_list[start : start + n]
-            start += n
-        return out
+            total = total + unimodal_losses[mod]
+        leaves = [features.fusion[m] for m in self.modalities]
+        leaves += [features.unimodal[m] for m in self.modalities]
+        raw = torch.autograd.grad(total, self.heads + leaves, allow_unused=True)
+        h, k = len(self.heads), len(self.modalities)
+        deltas = _zeros_for_none(leaves, raw[h:])
+        return deltas[:k], deltas[k:], _zeros_for_none(self.heads, raw[:h])
+
+    def _encoder_grads(
+        self, features: SplitFeatures, d_m: list[Tensor], d_u: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``(g_m, g_u)`` of every encoder parameter from the feature gradients: one
+        batched vector-Jacobian product (``vjp="batched"``) or two (``"loop"``)."""
+        z = [features.encoded[m] for m in self.modalities]
+        params = self._enc_all
+        if self.vjp == "batched":
+            stacked = [torch.stack([a, b]) for a, b in zip(d_m, d_u, strict=True)]  # [2, B, ...]
+            raw = torch.autograd.grad(
+                z, params, grad_outputs=stacked, is_grads_batched=True, allow_unused=True
+            )
+            both = [
+                torch.zeros((2, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+                for p, g in zip(params, raw, strict=True)
+            ]  # [2, *p.shape] each
+            return [g[0] for g in both], [g[1] for g in both]
+        g_m = torch.autograd.grad(z, params, grad_outputs=d_m, retain_graph=True, allow_unused=True)
+        g_u = torch.autograd.grad(z, params, grad_outputs=d_u, allow_unused=True)
+        return _zeros_for_none(params, g_m), _zeros_for_none(params, g_u)
 
     def weights(self, stats: PairStats) -> tuple[float, float, float]:
-        """``(w_m, w_u, mult)``: the encoder gets ``mult * (w_m g_m + w_u g_u)`` (then
-        :meth:`finish`). Methods that need per-loss gradients override this."""
+        """``(w_m, w_u, mult)``: the encoder gets ``mult * (w_m g_m + w_u g_u)``. Methods
+        that need per-loss gradients override this (or :meth:`combine`)."""
         raise NotImplementedError
 
-    def direction(
-        self, pair: Tensor, stats: PairStats, layout: FlatLayout
-    ) -> tuple[Tensor, float, float, float]:
-        """The encoder's flat gradient ``[N]`` (a fresh buffer) from the flat pair
-        ``[2, N]``; returns ``(grad, weight_m, weight_u, |grad|)``. The default is
-        ``mult * (w_m g_m + w_u g_u)`` with :meth:`weights`."""
+    def combine(
+        self,
+        g_m: list[Tensor],
+        g_u: list[Tensor],
+        s: list[Tensor],
+        stats: PairStats,
+        s_norms: list[float],
+    ) -> tuple[list[Tensor], float, float, float]:
+        """One encoder's gradient from its per-tensor ``g_m``, ``g_u`` and ``s = g_m +
+        g_u`` (a fresh list this method may scale in place; ``s_norms`` their norms);
+        returns ``(grads, weight_m, weight_u, |grads|)``, ``grads`` fresh tensors. The
+        default is ``mult * (w_m g_m + w_u g_u)`` with :meth:`weights`."""
         w_m, w_u, mult = self.weights(stats)
-        flat = pair[0] * (mult * w_m)  # [N]
-        if w_u != 0.0:
-            flat.add_(pair[1], alpha=mult * w_u)
+        if w_m == w_u:
+            out = s
+            torch._foreach_mul_(out, mult * w_m)
+        else:
+            out = list(torch._foreach_mul(g_m, mult * w_m))
+            if w_u != 0.0:
+                torch._foreach_add_(out, g_u, alpha=mult * w_u)
         sq = w_m * w_m * stats.mm + 2 * w_m * w_u * stats.mu + w_u * w_u * stats.uu
-        return flat, w_m, w_u, mult * math.sqrt(max(sq, 0.0))
+        return out, w_m, w_u, mult * math.sqrt(max(sq, 0.0))
 
     def _per_loss_backward(
-        self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]
+        self,
+        multimodal_loss: Tensor,
+        unimodal_losses: Mapping[str, Tensor],
+        features: SplitFeatures | None = None,
     ) -> StepDiagnostics:
-        g_m, g_u, head_grads = self._per_loss_grads(multimodal_loss, unimodal_losses)
+        if features is None:
+            g_m, g_u, head_grads = self._per_loss_grads(multimodal_loss, unimodal_losses)
+        else:
+            d_m, d_u, head_grads = self._head_backward(features, multimodal_loss, unimodal_losses)
+            g_m, g_u = self._encoder_grads(features, d_m, d_u)
+        # per-tensor |g_m|, |g_u|, |g_m + g_u| in one kernel and one read-back; the inner
+        # product is g_m.g_u = (|s|^2 - |g_m|^2 - |g_u|^2) / 2 (no flattening copies)
+        s = list(torch._foreach_add(g_m, g_u))
+        n = len(g_m)
+        norms = torch.stack(torch._foreach_norm(g_m + g_u + s)).tolist()  # [3n]
         diag = StepDiagnostics()
+        start = 0
         for mod in self.modalities:
             params = self.encoders[mod]
-            pair = flatten_pair(g_m[mod], g_u[mod])  # [2, N]
-            stats = stats_from_flat(pair)
-            flat, w_m, w_u, norm_out = self.direction(pair, stats, self._layouts[mod])
-            if flat.dtype != params[0].dtype:
-                flat = flat.to(params[0].dtype)
-            _accumulate(params, self._layouts[mod].unflatten(flat))
+            end = start + len(params)
+            mm = math.fsum(x * x for x in norms[start:end])
+            uu = math.fsum(x * x for x in norms[n + start : n + end])
+            ss = math.fsum(x * x for x in norms[2 * n + start : 2 * n + end])
+            stats = PairStats(mm=mm, mu=(ss - mm - uu) / 2, uu=uu)
+            s_norms = norms[2 * n + start : 2 * n + end]
+            grads, w_m, w_u, norm_out = self.combine(
+                g_m[start:end], g_u[start:end], s[start:end], stats, s_norms
+            )
+            _accumulate(params, grads)
             diag.modalities[mod] = ModalityDiagnostics(
                 cos=stats.cos,
                 conflict=stats.conflict,
                 weight_m=w_m,
                 weight_u=w_u,
-                norm_m=math.sqrt(stats.mm),
-                norm_u=math.sqrt(stats.uu),
+                norm_m=math.sqrt(mm),
+                norm_u=math.sqrt(uu),
                 norm_out=norm_out,
             )
+            start = end
         _accumulate(self.heads, head_grads)
         return diag
 
@@ -346,6 +524,7 @@ class GradientIntegrator:
         unimodal_losses: Mapping[str, Tensor],
         confidences: Mapping[str, Tensor] | None = None,
         diagnose: bool = False,
+        features: SplitFeatures | None = None,
     ) -> StepDiagnostics:
         """Accumulate this method's gradient into ``.grad`` of the encoders and heads.
 
@@ -357,9 +536,13 @@ class GradientIntegrator:
             diagnose: also compute the per-modality diagnostics for methods that do not
                 need per-loss gradients (costs the per-loss backward passes). Methods that
                 need them always return diagnostics.
+            features: the :func:`split_features` the losses were computed from (the heads
+                read its detached leaves): one backward through the heads and one
+                (batched) through the encoders instead of one per loss. ``None``: the
+                losses' graphs reach the encoders directly (any model).
         """
         self._check_losses(multimodal_loss, unimodal_losses)
-        return self._per_loss_backward(multimodal_loss, unimodal_losses)
+        return self._per_loss_backward(multimodal_loss, unimodal_losses, features)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(modalities={list(self.modalities)})"
@@ -374,10 +557,21 @@ class Uniform(GradientIntegrator):
     def weights(self, stats: PairStats) -> tuple[float, float, float]:
         return 1.0, 1.0, 1.0
 
-    def backward(self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False):  # type: ignore[no-untyped-def]
+    def backward(  # type: ignore[no-untyped-def]
+        self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False, features=None
+    ):
         self._check_losses(multimodal_loss, unimodal_losses)
         if diagnose:
-            return self._per_loss_backward(multimodal_loss, unimodal_losses)
+            return self._per_loss_backward(multimodal_loss, unimodal_losses, features)
+        if features is not None:
+            d_m, d_u, head_grads = self._head_backward(features, multimodal_loss, unimodal_losses)
+            _accumulate(self.heads, head_grads)
+            torch.autograd.backward(
+                [features.encoded[m] for m in self.modalities],
+                grad_tensors=[a + b for a, b in zip(d_m, d_u, strict=True)],
+                inputs=self._enc_all,
+            )
+            return StepDiagnostics()
         total = multimodal_loss + sum(unimodal_losses[m] for m in self.modalities)
         torch.autograd.backward(total, inputs=self._enc_all + self.heads)
         return StepDiagnostics()
@@ -393,8 +587,20 @@ class MultimodalOnly(GradientIntegrator):
         return 1.0, 0.0, 1.0
 
     def _cheap_backward(
-        self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]
+        self,
+        multimodal_loss: Tensor,
+        unimodal_losses: Mapping[str, Tensor],
+        features: SplitFeatures | None = None,
     ) -> None:
+        if features is not None:
+            d_m, _, head_grads = self._head_backward(features, multimodal_loss, unimodal_losses)
+            _accumulate(self.heads, head_grads)
+            torch.autograd.backward(
+                [features.encoded[m] for m in self.modalities],
+                grad_tensors=d_m,
+                inputs=self._enc_all,
+            )
+            return
         torch.autograd.backward(
             multimodal_loss, inputs=self._enc_all + self.heads, retain_graph=True
         )
@@ -410,11 +616,13 @@ class MultimodalOnly(GradientIntegrator):
                 ],
             )
 
-    def backward(self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False):  # type: ignore[no-untyped-def]
+    def backward(  # type: ignore[no-untyped-def]
+        self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False, features=None
+    ):
         self._check_losses(multimodal_loss, unimodal_losses)
         if diagnose:
-            return self._per_loss_backward(multimodal_loss, unimodal_losses)
-        self._cheap_backward(multimodal_loss, unimodal_losses)
+            return self._per_loss_backward(multimodal_loss, unimodal_losses, features)
+        self._cheap_backward(multimodal_loss, unimodal_losses, features)
         return StepDiagnostics()
 
 
@@ -462,10 +670,11 @@ class MMPareto(GradientIntegrator):
         heads: Iterable[Tensor] = (),
         gamma: float = DEFAULT_GAMMA,
         scale: str = "tensor",
+        vjp: str = "loop",
     ) -> None:
         _check_gamma(gamma)
         _check_scale(scale)
-        super().__init__(encoders=encoders, heads=heads)
+        super().__init__(encoders=encoders, heads=heads, vjp=vjp)
         self.gamma = float(gamma)
         self.scale = scale
 
@@ -473,18 +682,30 @@ class MMPareto(GradientIntegrator):
         a_m, a_u = mmpareto_weights(stats)
         return a_m, a_u, 2.0
 
-    def direction(
-        self, pair: Tensor, stats: PairStats, layout: FlatLayout
-    ) -> tuple[Tensor, float, float, float]:
+    def combine(
+        self,
+        g_m: list[Tensor],
+        g_u: list[Tensor],
+        s: list[Tensor],
+        stats: PairStats,
+        s_norms: list[float],
+    ) -> tuple[list[Tensor], float, float, float]:
         if not stats.conflict:  # (1/2, 1/2): v = g_m + g_u, |v| = |g_m + g_u|, factor gamma
-            flat = pair.sum(0).mul_(self.gamma)
-            s_norm = math.sqrt(max(stats.mm + 2 * stats.mu + stats.uu, 0.0))
-            return flat, 0.5, 0.5, self.gamma * s_norm
+            torch._foreach_mul_(s, self.gamma)
+            return s, 0.5, 0.5, self.gamma * math.sqrt(math.fsum(x * x for x in s_norms))
         a_m, a_u = mmpareto_weights(stats)
-        v = pair[0] * (2 * a_m)
-        v.add_(pair[1], alpha=2 * a_u)  # [N]
-        flat, norm = rescale_flat(v, pair, layout, self.gamma, self.scale)
-        return flat, a_m, a_u, norm
+        v = list(torch._foreach_mul(g_m, 2 * a_m))
+        torch._foreach_add_(v, g_u, alpha=2 * a_u)  # v = 2 (a_m g_m + a_u g_u), per tensor
+        v_norms = torch.stack(torch._foreach_norm(v)).tolist()
+        if self.scale == "encoder":
+            v_norm = math.sqrt(math.fsum(x * x for x in v_norms))
+            f = _factor(math.sqrt(math.fsum(x * x for x in s_norms)), v_norm, self.gamma)
+            torch._foreach_mul_(v, f)
+            return v, a_m, a_u, f * v_norm
+        factors = [_factor(sn, vn, self.gamma) for sn, vn in zip(s_norms, v_norms, strict=True)]
+        torch._foreach_mul_(v, factors)  # per-tensor factors (the authors' rescaling)
+        norm = math.sqrt(math.fsum((f * vn) ** 2 for f, vn in zip(factors, v_norms, strict=True)))
+        return v, a_m, a_u, norm
 
 
 class OGMGE(MultimodalOnly):
@@ -505,10 +726,11 @@ class OGMGE(MultimodalOnly):
         heads: Iterable[Tensor] = (),
         alpha: float = 0.5,
         generator: torch.Generator | None = None,
+        vjp: str = "loop",
     ) -> None:
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        super().__init__(encoders=encoders, heads=heads)
+        super().__init__(encoders=encoders, heads=heads, vjp=vjp)
         if len(self.modalities) < 2:
             raise ValueError(f"OGM-GE needs at least two modalities, got {list(self.modalities)}")
         self.alpha = float(alpha)
@@ -530,15 +752,17 @@ class OGMGE(MultimodalOnly):
             out[m] = 1.0 - math.tanh(self.alpha * rho) if rho > 1 else 1.0
         return out
 
-    def backward(self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False):  # type: ignore[no-untyped-def]
+    def backward(  # type: ignore[no-untyped-def]
+        self, *, multimodal_loss, unimodal_losses, confidences=None, diagnose=False, features=None
+    ):
         self._check_losses(multimodal_loss, unimodal_losses)
         coeff = self.coefficients(confidences)  # type: ignore[arg-type]
         # remember earlier .grad so that only this step's contribution is modulated
         before = {id(p): (None if p.grad is None else p.grad.clone()) for p in self._enc_all}
         if diagnose:
-            diag = self._per_loss_backward(multimodal_loss, unimodal_losses)
+            diag = self._per_loss_backward(multimodal_loss, unimodal_losses, features)
         else:
-            self._cheap_backward(multimodal_loss, unimodal_losses)
+            self._cheap_backward(multimodal_loss, unimodal_losses, features)
             diag = StepDiagnostics()
         for mod in self.modalities:
             k = coeff[mod]
@@ -572,7 +796,8 @@ def build_integrator(
     **options: Any,
 ) -> GradientIntegrator:
     """The integrator registered as ``name`` (see :data:`INTEGRATORS`), built with
-    ``options`` (``gamma``/``scale`` for MMPareto, ``alpha``/``generator`` for OGM-GE)."""
+    ``options`` (``gamma``/``scale`` for MMPareto, ``alpha``/``generator`` for OGM-GE,
+    ``vjp`` for all)."""
     if name not in INTEGRATORS:
         raise ValueError(f"name must be one of {sorted(INTEGRATORS)}, got {name!r}")
     cls = INTEGRATORS[name]
