@@ -95,7 +95,7 @@ def test_resume_matches_uninterrupted(cfg_file: Path, tmp_path: Path, monkeypatc
     # interrupt right after the step-3 evaluation: the last checkpoint is step 2
     from curatorch.train import loop
 
-    real = loop._append_jsonl
+    real = loop.append_jsonl
 
     def crash_after_step_3(path, record):
         real(path, record)
@@ -103,9 +103,9 @@ def test_resume_matches_uninterrupted(cfg_file: Path, tmp_path: Path, monkeypatc
             raise KeyboardInterrupt
 
     part = tmp_path / "part"
-    monkeypatch.setattr(loop, "_append_jsonl", crash_after_step_3)
+    monkeypatch.setattr(loop, "append_jsonl", crash_after_step_3)
     assert main(["train", str(cfg_file), "--out", str(part), "--no-progress"]) == 130
-    monkeypatch.setattr(loop, "_append_jsonl", real)
+    monkeypatch.setattr(loop, "append_jsonl", real)
     assert [r["step"] for r in _records(part)] == [0, 3]
     assert main(["train", str(cfg_file), "--out", str(part), "--resume", "--no-progress"]) == 0
     assert _records(part) == _records(full)

@@ -136,7 +136,7 @@ def test_jest_resume_matches_uninterrupted(reference, tmp_path: Path, monkeypatc
     assert main(["train", str(cfg), "--out", str(full), *args]) == 0
     from curatorch.train import loop
 
-    real = loop._append_jsonl
+    real = loop.append_jsonl
 
     def crash(path, record):
         real(path, record)
@@ -144,9 +144,9 @@ def test_jest_resume_matches_uninterrupted(reference, tmp_path: Path, monkeypatc
             raise KeyboardInterrupt
 
     part = tmp_path / "part"
-    monkeypatch.setattr(loop, "_append_jsonl", crash)
+    monkeypatch.setattr(loop, "append_jsonl", crash)
     assert main(["train", str(cfg), "--out", str(part), *args]) == 130
-    monkeypatch.setattr(loop, "_append_jsonl", real)
+    monkeypatch.setattr(loop, "append_jsonl", real)
     assert main(["train", str(cfg), "--out", str(part), "--resume", *args]) == 0
     assert _records(part) == _records(full)
 

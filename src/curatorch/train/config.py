@@ -35,9 +35,14 @@ __all__ = [
     "StrategyConfig",
     "TrainConfig",
     "apply_overrides",
+    "coerce_value",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "read_toml",
+    "section_from_dict",
+    "sections_from_dict",
+    "sections_to_dict",
 ]
 
 
@@ -270,8 +275,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints widen to floats, lists to tuples."""
+def coerce_value(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (``bool``, ``int``, ``float``,
+    ``str``, ``tuple[T, ...]`` or a union of them); ints widen to floats, lists to tuples.
+    Raises :class:`ConfigError` naming ``key``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -281,7 +288,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                     return None
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce_value(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(f"{key} has the wrong type: got {value!r}")
@@ -289,7 +296,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
         (item_tp, *_rest) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce_value(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be a boolean, got {type(value).__name__} {value!r}")
@@ -309,7 +316,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")  # pragma: no cover
 
 
-def _section_from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+def section_from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    """An instance of the dataclass ``cls`` from a table; unknown keys and wrong types raise
+    :class:`ConfigError` naming ``prefix.key``."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{prefix}] must be a table, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
@@ -319,9 +328,11 @@ def _section_from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
             raise ConfigError(
                 f"unknown config key {prefix}.{key} (known keys in [{prefix}]: {sorted(names)})"
             )
-    kwargs = {key: _coerce(value, hints[key], f"{prefix}.{key}") for key, value in raw.items()}
+    kwargs = {key: coerce_value(value, hints[key], f"{prefix}.{key}") for key, value in raw.items()}
     return cls(**kwargs)
 
+
+_section_from_dict = section_from_dict  # the name an earlier version used
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -333,29 +344,37 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig` from nested dicts (a parsed TOML)."""
+def sections_from_dict(sections: Mapping[str, type], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """One dataclass instance per section (missing tables take the defaults); an unknown
+    section raises :class:`ConfigError` naming it."""
     for key in raw:
-        if key not in _SECTIONS:
-            raise ConfigError(f"unknown config section [{key}] (known: {sorted(_SECTIONS)})")
-    sections = {
-        name: _section_from_dict(cls, raw.get(name, {}), name) for name, cls in _SECTIONS.items()
-    }
-    cfg = ExperimentConfig(**sections)
-    cfg.validate()
-    return cfg
+        if key not in sections:
+            raise ConfigError(f"unknown config section [{key}] (known: {sorted(sections)})")
+    return {name: section_from_dict(cls, raw.get(name, {}), name) for name, cls in sections.items()}
 
 
-def config_to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
-    """The config as nested plain dicts (tuples become lists), suitable for JSON or TOML."""
+def sections_to_dict(cfg: Any, sections: Mapping[str, type]) -> dict[str, dict[str, Any]]:
+    """The sections of ``cfg`` as nested plain dicts (tuples become lists)."""
 
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
     return {
         name: {f.name: plain(getattr(getattr(cfg, name), f.name)) for f in dataclasses.fields(cls)}
-        for name, cls in _SECTIONS.items()
+        for name, cls in sections.items()
     }
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested dicts (a parsed TOML)."""
+    cfg = ExperimentConfig(**sections_from_dict(_SECTIONS, raw))
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The config as nested plain dicts (tuples become lists), suitable for JSON or TOML."""
+    return sections_to_dict(cfg, _SECTIONS)
 
 
 def _parse_override_value(text: str) -> Any:
@@ -365,12 +384,18 @@ def _parse_override_value(text: str) -> Any:
         return text  # a bare word is a string: --set strategy.name=iid
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(
+    raw: Mapping[str, Any],
+    overrides: Sequence[str],
+    sections: Mapping[str, type] | None = None,
+) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides to a parsed config (values parsed as TOML).
 
-    Raises :class:`ConfigError` naming the override when it is malformed or names an
-    unknown section or key.
+    ``sections`` maps section names to their dataclasses (default: the experiment
+    config's). Raises :class:`ConfigError` naming the override when it is malformed or
+    names an unknown section or key.
     """
+    sections = _SECTIONS if sections is None else sections
     out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
     for item in overrides:
         if "=" not in item:
@@ -380,20 +405,18 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         section, key = parts
-        if section not in _SECTIONS:
+        if section not in sections:
             raise ConfigError(f"unknown config section [{section}] in --set {item!r}")
-        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+        known = {f.name for f in dataclasses.fields(sections[section])}
         if key not in known:
             raise ConfigError(f"unknown config key {section}.{key} in --set {item!r}")
         out.setdefault(section, {})[key] = _parse_override_value(text.strip())
     return out
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read a TOML config file, apply ``--set`` overrides and validate.
-
-    Raises :class:`ConfigError` naming the file when it is missing or not valid TOML.
-    """
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable or invalid file raises :class:`ConfigError`
+    naming it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -402,9 +425,18 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a TOML config file, apply ``--set`` overrides and validate.
+
+    Raises :class:`ConfigError` naming the file when it is missing or not valid TOML, and
+    naming the key when a value is wrong.
+    """
+    raw = read_toml(path)
     try:
         return config_from_dict(apply_overrides(raw, overrides))
     except ConfigError as exc:

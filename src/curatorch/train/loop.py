@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -40,6 +39,7 @@ from curatorch.train.checkpoint import (
 )
 from curatorch.train.config import ExperimentConfig, OptimConfig, config_to_dict
 from curatorch.train.model_config import model_config_for
+from curatorch.train.records import append_jsonl, truncate_jsonl
 from curatorch.train.reference import load_reference
 from curatorch.train.sampler import EpochSampler
 from curatorch.train.schedule import lr_at
@@ -212,31 +212,6 @@ class _Progress:
     loss_count: int = 0
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only the records up to ``last_step`` (those an interrupted run wrote after its
-    last checkpoint are produced again)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line
-        if rec.get("step", math.inf) <= last_step:
-            kept.append(line)
-    atomic_write_text(path, "".join(k + "\n" for k in kept))
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def train(
     cfg: ExperimentConfig,
     out_dir: str | os.PathLike[str],
@@ -319,7 +294,7 @@ def train(
                 raise CheckpointError(
                     f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}"
                 ) from exc
-            _truncate_metrics(metrics_path, prog.step)
+            truncate_jsonl(metrics_path, prog.step)
 
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -377,7 +352,7 @@ def train(
             "logit_bias": float(model.logit_bias.detach()),
         }
         prog.loss_sum, prog.loss_count = 0.0, 0
-        _append_jsonl(metrics_path, record)
+        append_jsonl(metrics_path, record)
         if on_eval is not None:
             on_eval(record)
         last_record = record

@@ -22,8 +22,6 @@ import math
 import os
 import statistics
 import time
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,15 +46,17 @@ from curatorch.train.checkpoint import (
     optimizer_to_tensors,
     save_checkpoint,
 )
-from curatorch.train.config import ConfigError
+from curatorch.train.config import (
+    ConfigError,
+    apply_overrides,
+    read_toml,
+    sections_from_dict,
+    sections_to_dict,
+)
 from curatorch.train.loop import TrainingError, prepare_run_dir
+from curatorch.train.records import append_jsonl, read_jsonl, truncate_jsonl
 from curatorch.train.sampler import EpochSampler
 from curatorch.train.schedule import lr_at
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = [
     "DATASETS",
@@ -287,102 +287,25 @@ _SECTIONS: dict[str, type] = {
 }  # type: ignore[misc]
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``tp`` (ints widen to floats, lists to
-    tuples); raises :class:`ConfigError` naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
-        item = typing.get_args(tp)[0]
-        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):  # pragma: no cover - no such fields yet
-        raise ConfigError(f"{key}: unsupported field type {tp}")
-    checks = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-    }
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    if tp not in checks:  # pragma: no cover
-        raise ConfigError(f"{key}: unsupported field type {tp}")
-    if not checks[tp](value):
-        raise ConfigError(f"{key} must be {names[tp]}, got {type(value).__name__} {value!r}")
-    return float(value) if tp is float else value
-
-
-def _section(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"[{prefix}] must be a table, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in known:
-            raise ConfigError(
-                f"unknown config key {prefix}.{key} (known keys in [{prefix}]: {sorted(known)})"
-            )
-    return cls(**{k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()})
-
-
 def pareto_config_from_dict(raw: Mapping[str, Any]) -> ParetoExperimentConfig:
     """Build and validate a :class:`ParetoExperimentConfig` from nested dicts."""
-    for key in raw:
-        if key not in _SECTIONS:
-            raise ConfigError(f"unknown config section [{key}] (known: {sorted(_SECTIONS)})")
-    cfg = ParetoExperimentConfig(
-        **{name: _section(cls, raw.get(name, {}), name) for name, cls in _SECTIONS.items()}
-    )
+    cfg = ParetoExperimentConfig(**sections_from_dict(_SECTIONS, raw))
     cfg.validate()
     return cfg
 
 
 def pareto_config_to_dict(cfg: ParetoExperimentConfig) -> dict[str, dict[str, Any]]:
     """The config as nested plain dicts (tuples become lists)."""
-    return {
-        name: {
-            f.name: (list(v) if isinstance(v := getattr(getattr(cfg, name), f.name), tuple) else v)
-            for f in dataclasses.fields(getattr(cfg, name))
-        }
-        for name in _SECTIONS
-    }
-
-
-def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
-    for item in overrides:
-        path, sep, text = item.partition("=")
-        parts = path.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        section, key = parts
-        if section not in _SECTIONS:
-            raise ConfigError(f"unknown config section [{section}] in --set {item!r}")
-        if key not in {f.name for f in dataclasses.fields(_SECTIONS[section])}:
-            raise ConfigError(f"unknown config key {section}.{key} in --set {item!r}")
-        try:
-            value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text.strip()  # a bare word is a string: --set pareto.method=uniform
-        out.setdefault(section, {})[key] = value
-    return out
+    return sections_to_dict(cfg, _SECTIONS)
 
 
 def load_pareto_config(
     path: str | os.PathLike[str], overrides: Sequence[str] = ()
 ) -> ParetoExperimentConfig:
     """Read a TOML config, apply ``--set section.key=value`` overrides and validate."""
-    path = Path(path)
+    raw = read_toml(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    try:
-        return pareto_config_from_dict(_apply_overrides(raw, overrides))
+        return pareto_config_from_dict(apply_overrides(raw, overrides, _SECTIONS))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
@@ -434,31 +357,6 @@ def evaluate_multimodal(
 
 
 # ----------------------------------------------------------------------------- train
-def _append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-
-
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line
-        if rec.get("step", math.inf) <= last_step:
-            kept.append(line)
-    atomic_write_text(path, "".join(k + "\n" for k in kept))
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
 def train_multimodal(
     cfg: ParetoExperimentConfig,
     out_dir: str | os.PathLike[str],
@@ -555,8 +453,8 @@ def train_multimodal(
                 raise CheckpointError(
                     f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}"
                 ) from exc
-            _truncate_jsonl(metrics_path, step)
-            _truncate_jsonl(diag_path, step)
+            truncate_jsonl(metrics_path, step)
+            truncate_jsonl(diag_path, step)
 
     def checkpoint() -> Path:
         tensors, opt_meta = optimizer_to_tensors(optimizer)
@@ -593,7 +491,7 @@ def train_multimodal(
         )
         record["lr"] = optimizer.param_groups[0]["lr"]
         loss_sums, loss_count = {}, 0
-        _append_jsonl(metrics_path, record)
+        append_jsonl(metrics_path, record)
         if on_eval is not None:
             on_eval(record)
         return record
@@ -661,7 +559,7 @@ def train_multimodal(
         if diagnose:
             rec = diag.to_dict()
             if rec:
-                _append_jsonl(diag_path, {"step": step, **rec})
+                append_jsonl(diag_path, {"step": step, **rec})
         bar.update(1)
         last = step == cfg.train.steps
         if step % cfg.train.eval_every == 0 or last:
@@ -671,9 +569,9 @@ def train_multimodal(
             last_ckpt = checkpoint()
     bar.close()
 
-    records = _read_jsonl(metrics_path)
+    records = read_jsonl(metrics_path)
     final = records[-1] if records else run_eval()
-    diags = _read_jsonl(diag_path)
+    diags = read_jsonl(diag_path)
     summary: dict[str, Any] = {
         "run": str(out),
         "method": method,
