@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/curatorch train configs/demo.toml --out runs/demo --overwrite
+	$(BIN)/curatorch demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -14,7 +14,7 @@ from curatorch.train import (
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["smoke.toml", "demo.toml", "reference.toml"])
+@pytest.mark.parametrize("name", ["smoke.toml", "reference.toml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg, ExperimentConfig)

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from curatorch import __version__
-from curatorch.cli import data, jest, pareto, scaling, train
+from curatorch.cli import compare, data, jest, pareto, scaling, train
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (train, data, jest, scaling, pareto)
+_GROUPS = (train, data, jest, scaling, pareto, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

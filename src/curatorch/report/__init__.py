@@ -1,5 +1,6 @@
 """Reports: plots, previews and the Markdown report."""
 
+from curatorch.report.compare import compare_markdown, compare_table, plot_compare_curves
 from curatorch.report.figures import pyplot, save_figure
 from curatorch.report.jest_plots import (
     plot_learnability_matrix,
@@ -10,8 +11,11 @@ from curatorch.report.pareto import pareto_cos_plot, pareto_markdown
 from curatorch.report.preview import preview_grid
 
 __all__ = [
+    "compare_markdown",
+    "compare_table",
     "pareto_cos_plot",
     "pareto_markdown",
+    "plot_compare_curves",
     "plot_learnability_matrix",
     "plot_vs_chunks",
     "plot_vs_filter_ratio",

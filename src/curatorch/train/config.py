@@ -39,6 +39,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "parse_override_value",
     "read_toml",
     "section_from_dict",
     "sections_from_dict",
@@ -377,7 +378,8 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     return sections_to_dict(cfg, _SECTIONS)
 
 
-def _parse_override_value(text: str) -> Any:
+def parse_override_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax, or the bare text as a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -410,7 +412,7 @@ def apply_overrides(
         known = {f.name for f in dataclasses.fields(sections[section])}
         if key not in known:
             raise ConfigError(f"unknown config key {section}.{key} in --set {item!r}")
-        out.setdefault(section, {})[key] = _parse_override_value(text.strip())
+        out.setdefault(section, {})[key] = parse_override_value(text.strip())
     return out
 
 

@@ -1,0 +1,688 @@
+"""Strategy comparison: JEST's headline results (the paper's Figures 1, 3 and 4) on a world.
+
+``run_compare(cc, out)`` trains (or reuses) a reference model on the curated pool and
+caches its embeddings of the raw pool, then trains every configured strategy with the
+same learner, the same training budget (``train.steps x train.batch_size``) and the same
+seeds, and measures, against the baseline (IID) run's final score:
+
+- ``examples_to_target`` / ``flops_to_target``: the training examples / total FLOPs
+  (training + learner scoring + reference scoring, the reference's embedding cache
+  included) at which a strategy's seed-averaged score first reaches the target, linearly
+  interpolated between the two evaluations around the crossing (the untrained model's
+  evaluation at step 0 does not count);
+- ``speedup_examples`` / ``speedup_flops``: the baseline's totals divided by those.
+
+A compare config is an experiment config (``[data]``, ``[model]`` ... as for
+``curatorch train``) plus a ``[compare]`` table::
+
+    [compare]
+    seeds = [0, 1, 2]
+    metric = "mean_score"      # the target metric
+    baseline = "iid"           # whose final score is the target
+    reference_steps = 400      # reference training (0 = train.steps)
+    quick = ["train.steps=150", "compare.seeds=[0]"]   # what --quick overrides
+
+    [[compare.strategies]]
+    name = "jest"
+    label = "JEST f=0.8"
+    strategy = { name = "jest", filter_ratio = 0.8 }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curatorch.data import World, build_world, is_embedding_cache, load_embedding_cache
+from curatorch.eval.evaluate import EVAL_METRICS
+from curatorch.train import (
+    ConfigError,
+    ExperimentConfig,
+    OutputDirError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    train,
+)
+from curatorch.train.config import parse_override_value, read_toml
+from curatorch.train.records import read_jsonl
+
+__all__ = [
+    "CompareConfig",
+    "CompareSection",
+    "StrategyRun",
+    "aggregate_runs",
+    "load_compare_config",
+    "parse_compare_config",
+    "run_compare",
+    "summarize",
+    "to_target",
+]
+
+# metrics a target can be set on (zeroshot_chance is a constant, not a score)
+TARGET_METRICS = tuple(m for m in EVAL_METRICS if m != "zeroshot_chance")
+# [compare.strategies] entries may override these sections (the learner, the data and the
+# training budget stay the same for every strategy)
+_STRATEGY_SECTIONS = ("strategy", "optim")
+
+
+@dataclass(frozen=True)
+class StrategyRun:
+    """One strategy of a comparison: a short ``name`` (folder and JSON key), a ``label``
+    for plots and tables, and overrides of the ``[strategy]`` and ``[optim]`` sections."""
+
+    name: str
+    label: str = ""
+    strategy: Mapping[str, Any] = field(default_factory=dict)
+    optim: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class CompareSection:
+    """The ``[compare]`` table.
+
+    Attributes:
+        strategies: the strategies to run (at least one; names unique).
+        seeds: ``train.seed`` of each run of each strategy (the world is ``data.seed``).
+        metric: the target metric, one of :data:`TARGET_METRICS`.
+        baseline: the strategy whose final (seed-averaged) metric is the target and whose
+            totals the speedups divide.
+        only: run only these strategies (the baseline is always run); empty = all.
+        reference: an existing reference embedding cache or checkpoint (a checkpoint is
+            embedded once into ``OUT/reference-cache``); empty = train one into
+            ``OUT/reference`` on the curated pool.
+        reference_steps / reference_batch_size / reference_model: the reference's
+            training (0 / "" = the learner's steps, batch size, model size).
+        analyze: write the Figure-2 selection plots (learnability matrix, vs chunks, vs
+            filter ratio) with the baseline's seed-0 learner.
+        analyze_seeds: seeds averaged per point of those plots.
+        quick: ``section.key=value`` overrides applied by ``--quick``.
+    """
+
+    strategies: tuple[StrategyRun, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2)
+    metric: str = "mean_score"
+    baseline: str = "iid"
+    only: tuple[str, ...] = ()
+    reference: str = ""
+    reference_steps: int = 0
+    reference_batch_size: int = 0
+    reference_model: str = ""
+    analyze: bool = True
+    analyze_seeds: int = 2
+    quick: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> tuple[StrategyRun, ...]:
+        """The strategies to run: ``only`` (plus the baseline) or all, in config order."""
+        if not self.only:
+            return self.strategies
+        keep = set(self.only) | {self.baseline}
+        return tuple(s for s in self.strategies if s.name in keep)
+
+    def validate(self) -> None:
+        if not self.strategies:
+            raise ConfigError("compare.strategies must list at least one strategy")
+        names = [s.name for s in self.strategies]
+        for name in names:
+            if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+                raise ConfigError(
+                    f"compare.strategies names must be non-empty folder names, got {name!r}"
+                )
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"compare.strategies names must be unique, got {dupes} twice")
+        if not self.seeds:
+            raise ConfigError("compare.seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"compare.seeds must be distinct, got {list(self.seeds)}")
+        if self.metric not in TARGET_METRICS:
+            raise ConfigError(
+                f"compare.metric must be one of {list(TARGET_METRICS)}, got {self.metric!r}"
+            )
+        if self.baseline not in names:
+            raise ConfigError(f"compare.baseline must be one of {names}, got {self.baseline!r}")
+        for name in self.only:
+            if name not in names:
+                raise ConfigError(f"compare.only: unknown strategy {name!r} (known: {names})")
+        for key in ("reference_steps", "reference_batch_size"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"compare.{key} must be >= 0, got {getattr(self, key)}")
+        if self.analyze_seeds < 1:
+            raise ConfigError(f"compare.analyze_seeds must be >= 1, got {self.analyze_seeds}")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A comparison: the shared experiment config, the ``[compare]`` table, and the
+    validated experiment config of every (strategy, seed)."""
+
+    base: ExperimentConfig
+    compare: CompareSection
+    runs: Mapping[str, Mapping[int, ExperimentConfig]]
+
+    @property
+    def baseline(self) -> StrategyRun:
+        return next(s for s in self.compare.strategies if s.name == self.compare.baseline)
+
+
+def _check_type(value: Any, kind: type | tuple[type, ...], key: str, what: str) -> Any:
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key} must be {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _strategy_from_dict(raw: Any, i: int) -> StrategyRun:
+    key = f"compare.strategies[{i}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be a table, got {type(raw).__name__} {raw!r}")
+    known = ("name", "label", *_STRATEGY_SECTIONS)
+    for k in raw:
+        if k not in known:
+            raise ConfigError(
+                f"unknown config key {key}.{k} (known keys: {list(known)}; the data, model "
+                f"and training budget are shared by every strategy)"
+            )
+    if "name" not in raw:
+        raise ConfigError(f"{key}.name is required")
+    name = _check_type(raw["name"], str, f"{key}.name", "a string")
+    label = _check_type(raw.get("label", ""), str, f"{key}.label", "a string")
+    sections = {}
+    for section in _STRATEGY_SECTIONS:
+        value = raw.get(section, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}.{section} must be a table, got {value!r}")
+        sections[section] = dict(value)
+    return StrategyRun(name=name, label=label, **sections)
+
+
+def _section_from_dict(raw: Mapping[str, Any]) -> CompareSection:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[compare] must be a table, got {type(raw).__name__}")
+    names = {f.name for f in dataclasses.fields(CompareSection)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key compare.{key} (known keys in [compare]: {sorted(names)})"
+            )
+    kw: dict[str, Any] = {}
+    for key, value in raw.items():
+        k = f"compare.{key}"
+        if key == "strategies":
+            _check_type(value, (list, tuple), k, "a list of tables")
+            kw[key] = tuple(_strategy_from_dict(v, i) for i, v in enumerate(value))
+        elif key == "seeds":
+            _check_type(value, (list, tuple), k, "a list of integers")
+            kw[key] = tuple(
+                _check_type(v, int, f"{k}[{i}]", "an integer") for i, v in enumerate(value)
+            )
+        elif key in ("only", "quick"):
+            _check_type(value, (list, tuple), k, "a list of strings")
+            kw[key] = tuple(
+                _check_type(v, str, f"{k}[{i}]", "a string") for i, v in enumerate(value)
+            )
+        elif key in ("reference_steps", "reference_batch_size", "analyze_seeds"):
+            kw[key] = _check_type(value, int, k, "an integer")
+        elif key == "analyze":
+            kw[key] = _check_type(value, bool, k, "a boolean")
+        else:
+            kw[key] = _check_type(value, str, k, "a string")
+    section = CompareSection(**kw)
+    section.validate()
+    return section
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """``compare.key=value`` overrides (parsed) and the rest (for the experiment config)."""
+    mine: dict[str, Any] = {}
+    rest: list[str] = []
+    for item in overrides:
+        path = item.split("=", 1)[0].strip()
+        if path.startswith("compare."):
+            if "=" not in item or path.count(".") != 1 or not path.split(".")[1]:
+                raise ConfigError(f"--set expects compare.key=value, got {item!r}")
+            mine[path.split(".", 1)[1]] = parse_override_value(item.split("=", 1)[1].strip())
+        else:
+            rest.append(item)
+    return mine, rest
+
+
+def parse_compare_config(
+    raw: Mapping[str, Any], overrides: Sequence[str] = (), *, quick: bool = False
+) -> CompareConfig:
+    """Build a :class:`CompareConfig` from a parsed TOML (``[compare]`` plus the experiment
+    sections), ``--set`` overrides (``compare.key=...`` and ``section.key=...``) and, with
+    ``quick``, the config's ``compare.quick`` overrides (applied before ``overrides``).
+
+    Raises :class:`ConfigError` naming the key that is unknown or invalid.
+    """
+    raw = dict(raw)
+    table = dict(raw.pop("compare", {}) or {})
+    if quick:
+        q_mine, q_rest = _split_overrides(_section_from_dict(table).quick)
+        table.update(q_mine)
+        raw = apply_overrides(raw, q_rest)
+    mine, rest = _split_overrides(overrides)
+    table.update(mine)
+    section = _section_from_dict(table)
+    raw = apply_overrides(raw, rest)
+    base = config_from_dict(raw)
+    runs: dict[str, dict[int, ExperimentConfig]] = {}
+    for st in section.strategies:
+        merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+        for sec in _STRATEGY_SECTIONS:
+            merged.setdefault(sec, {}).update(getattr(st, sec))
+        per_seed = {}
+        for seed in section.seeds:
+            merged.setdefault("train", {})["seed"] = seed
+            # the reference path is filled in by run_compare; a placeholder passes validation
+            strategy = merged.setdefault("strategy", {})
+            if not strategy.get("reference"):
+                strategy["reference"] = "<reference>"
+            try:
+                per_seed[seed] = config_from_dict(merged)
+            except ConfigError as exc:
+                raise ConfigError(f"compare.strategies {st.name!r}: {exc}") from exc
+        runs[st.name] = per_seed
+    return CompareConfig(base=base, compare=section, runs=runs)
+
+
+def load_compare_config(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, quick: bool = False
+) -> CompareConfig:
+    """Read a compare config file (see :func:`parse_compare_config`)."""
+    raw = read_toml(path)
+    try:
+        return parse_compare_config(raw, overrides, quick=quick)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------- aggregation
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return read_jsonl(run_dir / "metrics.jsonl")
+
+
+def aggregate_runs(
+    records: Mapping[int, Sequence[Mapping[str, Any]]], metrics: Sequence[str]
+) -> dict[str, list[float]]:
+    """Average per-seed metric records (``{seed: [record, ...]}``) at each evaluated step.
+
+    Returns ``{"step", "examples_seen", "flops_total", "<m>", "<m>_min", "<m>_max",
+    "<m>_std"}`` lists over the steps every seed evaluated, x values averaged over seeds.
+    """
+    by_step = [{int(r["step"]): r for r in recs} for recs in records.values()]
+    if not by_step:
+        raise ValueError("records must hold at least one seed")
+    steps = sorted(set.intersection(*(set(d) for d in by_step)))
+    out: dict[str, list[float]] = {"step": [float(s) for s in steps]}
+    for key in ("examples_seen", "flops_total"):
+        out[key] = [sum(float(d[s][key]) for d in by_step) / len(by_step) for s in steps]
+    for m in metrics:
+        vals = [[float(d[s][m]) for d in by_step] for s in steps]
+        out[m] = [sum(v) / len(v) for v in vals]
+        out[f"{m}_min"] = [min(v) for v in vals]
+        out[f"{m}_max"] = [max(v) for v in vals]
+        out[f"{m}_std"] = [
+            math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / max(len(v) - 1, 1)) for v in vals
+        ]
+    return out
+
+
+def to_target(xs: Sequence[float], ys: Sequence[float], target: float) -> float | None:
+    """The ``x`` at which ``ys`` first reaches ``target``, linearly interpolated between the
+    evaluation before the crossing and the first one at or above it; ``None`` if never."""
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if y >= target:
+            if i == 0:
+                return float(x)
+            x0, y0 = xs[i - 1], ys[i - 1]
+            frac = (target - y0) / (y - y0) if y != y0 else 1.0
+            return float(x0 + frac * (x - x0))
+    return None
+
+
+def summarize(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    baseline: str,
+    metric: str = "mean_score",
+) -> dict[str, Any]:
+    """The comparison's numbers from aggregated curves (:func:`aggregate_runs` per strategy).
+
+    Returns the issue's JSON: ``{"strategies": {name: {"examples_to_target",
+    "flops_to_target", "final_mean_score", "final": {metric: value}}}, "speedup_examples":
+    {name: x}, "speedup_flops": {name: x}}`` (None where the target is never reached).
+    """
+    if baseline not in curves:
+        raise ValueError(f"baseline must be one of {sorted(curves)}, got {baseline!r}")
+    base = curves[baseline]
+    target = base[metric][-1]
+    base_examples, base_flops = base["examples_seen"][-1], base["flops_total"][-1]
+    out: dict[str, Any] = {"strategies": {}, "speedup_examples": {}, "speedup_flops": {}}
+    for name, c in curves.items():
+        # the untrained model (step 0) does not count as reaching the target: early in
+        # training the score dips below its chance-level start
+        keep = [i for i, s in enumerate(c["step"]) if s > 0] or list(range(len(c["step"])))
+        ys = [c[metric][i] for i in keep]
+        ex = to_target([c["examples_seen"][i] for i in keep], ys, target)
+        fl = to_target([c["flops_total"][i] for i in keep], ys, target)
+        out["strategies"][name] = {
+            "examples_to_target": None if ex is None else round(ex),
+            "flops_to_target": None if fl is None else float(f"{fl:.4g}"),
+            "final_mean_score": round(c["mean_score"][-1], 4),
+            "final": {m: round(c[m][-1], 4) for m in TARGET_METRICS if m in c},
+        }
+        out["speedup_examples"][name] = None if not ex else round(base_examples / ex, 3)
+        out["speedup_flops"][name] = None if not fl else round(base_flops / fl, 3)
+    return out
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _reference_config(cc: CompareConfig) -> ExperimentConfig:
+    base, c = cc.base, cc.compare
+    cfg = dataclasses.replace(
+        base,
+        data=dataclasses.replace(base.data, pool="curated"),
+        model=dataclasses.replace(base.model, size=c.reference_model or base.model.size),
+        train=dataclasses.replace(
+            base.train,
+            steps=c.reference_steps or base.train.steps,
+            batch_size=c.reference_batch_size or base.train.batch_size,
+            seed=0,
+        ),
+        strategy=dataclasses.replace(base.strategy, name="iid", reference=""),
+    )
+    steps = cfg.train.steps
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            cfg.train, eval_every=max(1, steps // 4), checkpoint_every=max(1, steps // 2)
+        ),
+        optim=dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps // 4)),
+    )
+    cfg.validate()
+    return cfg
+
+
+def _cache_is_current(cache_dir: Path, ckpt_dir: Path, cfg: ExperimentConfig) -> bool:
+    from curatorch.data import file_sha256
+    from curatorch.train import latest_checkpoint
+
+    if not is_embedding_cache(cache_dir):
+        return False
+    meta = load_embedding_cache(cache_dir).meta
+    latest = latest_checkpoint(ckpt_dir)
+    return (
+        latest is not None
+        and meta.get("checkpoint_sha256") == file_sha256(latest / "model.safetensors")
+        and meta.get("data") == dataclasses.asdict(cfg.data)
+        and meta.get("pool") == cfg.data.pool
+    )
+
+
+def prepare_reference(
+    cc: CompareConfig, out: Path, *, world: World, overwrite: bool, progress: bool
+) -> tuple[str, dict[str, Any]]:
+    """Train (or reuse) the reference and its embedding cache of the training pool.
+
+    Returns ``(cache path, info)``.
+    """
+    from curatorch.train.reference import embed_pool
+
+    c = cc.compare
+    base = cc.base
+    info: dict[str, Any] = {}
+    ckpt: Path
+    if c.reference:
+        given = Path(c.reference)
+        if not given.exists():
+            raise ValueError(f"compare.reference {given} does not exist")
+        if is_embedding_cache(given):
+            return str(given), {"cache": str(given), "given": True}
+        ckpt = given
+    else:
+        ckpt = out / "reference"
+        ref_cfg = _reference_config(cc)
+        t0 = time.perf_counter()
+        summary = _train(
+            ref_cfg, ckpt, resume=not overwrite, overwrite=overwrite, progress=progress, world=world
+        )
+        info.update(
+            {
+                "checkpoint": str(ckpt),
+                "steps": ref_cfg.train.steps,
+                "batch_size": ref_cfg.train.batch_size,
+                "model": ref_cfg.model.size,
+                "curated_size": len(world.curated),
+                "final": {m: summary.get(m) for m in TARGET_METRICS},
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
+        )
+        _log(
+            f"reference: {ref_cfg.model.size}, {ref_cfg.train.steps} steps on the curated pool "
+            f"({len(world.curated)} examples): mean_score {summary['mean_score']:.3f} "
+            f"({info['wall_s']:.0f} s)"
+        )
+    cache = out / "reference-cache"
+    if overwrite or not _cache_is_current(cache, ckpt, base):
+        t0 = time.perf_counter()
+        embed_pool(
+            ckpt,
+            world=world,
+            data=base.data,
+            pool_name=base.data.pool,
+            out=cache,
+            progress=progress,
+        )
+        info["embed_s"] = round(time.perf_counter() - t0, 1)
+    info["cache"] = str(cache)
+    return str(cache), info
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
+    """:func:`train`, with a hint when ``run_dir`` holds a run of another config."""
+    try:
+        return train(cfg, run_dir, **kwargs)
+    except OutputDirError as exc:
+        raise OutputDirError(f"{exc} (pass --overwrite to retrain every run)") from exc
+
+
+def _with_reference(cfg: ExperimentConfig, reference: str) -> ExperimentConfig:
+    if not cfg.strategy.reference.startswith("<"):
+        return cfg
+    ref = reference if cfg.strategy.needs_reference else ""
+    return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, reference=ref))
+
+
+def _analyze(
+    cfg: ExperimentConfig,
+    learner: Path,
+    reference: str,
+    out: Path,
+    *,
+    world: World,
+    seeds: int,
+) -> dict[str, Any]:
+    """The Figure-2 plots (as ``curatorch jest analyze``) for one super-batch."""
+    from curatorch.report import plot_learnability_matrix, plot_vs_chunks, plot_vs_filter_ratio
+    from curatorch.selection import (
+        ModelEmbeddings,
+        PairScorer,
+        batch_size_for,
+        learnability_vs_chunks,
+        learnability_vs_filter_ratio,
+    )
+    from curatorch.train.reference import load_reference, load_trained_model
+
+    pool = world.curated if cfg.data.pool == "curated" else world.raw
+    model, _, patch, _ = load_trained_model(learner)
+    ref = load_reference(reference, data=cfg.data, pool_name=cfg.data.pool, pool=pool)
+    f = 0.8
+    size = min(len(pool), round(cfg.train.batch_size / (1.0 - f)))
+    index = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:size]
+    with torch.no_grad():
+        emb = ModelEmbeddings(
+            model.encode_image(pool.image_batch(index), patch_size=patch),
+            model.encode_text(pool.tokens[index]),
+            float(model.logit_scale),
+            float(model.logit_bias),
+        )
+    scorer = PairScorer(
+        learner=emb,
+        reference=ref.embeddings(pool, index, torch.device("cpu")),
+        score="learnability",
+    )
+    dense = scorer.dense()
+    labels = pool.labels[index].double()
+    diag = dense.diagonal().double()
+    order = torch.argsort(labels * (diag.abs().max() * 4 + 1) - diag)
+    plot_learnability_matrix(dense, order, out / "learnability_matrix.png")
+    chunks = cfg.strategy.chunks
+    b = batch_size_for(size, f, chunks)
+    seed_list = list(range(seeds))
+    candidates = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= b]
+    vs_chunks = learnability_vs_chunks(scorer, batch_size=b, chunks=candidates, seeds=seed_list)
+    plot_vs_chunks(vs_chunks, out / "learnability_vs_chunks.png")
+    ratios = [r for r in (0.0, 0.25, 0.5, 0.7, 0.8, 0.9) if (1 - r) * size >= chunks]
+    vs_f = learnability_vs_filter_ratio(
+        scorer, filter_ratios=ratios, chunks=chunks, seeds=seed_list
+    )
+    plot_vs_filter_ratio(vs_f, out / "learnability_vs_filter_ratio.png")
+    return {"super_batch": size, "batch_size": b, "vs_chunks": vs_chunks, "vs_filter_ratio": vs_f}
+
+
+def run_compare(
+    cc: CompareConfig,
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str = "",
+    log: Callable[[str], None] = _log,
+) -> dict[str, Any]:
+    """Run the comparison into ``out`` and write ``report.md``, the plots and
+    ``results.json``; returns ``{"summary": <the issue's JSON>, "results": <everything>}``.
+
+    Finished runs in ``out`` with the same config are reused (``overwrite`` retrains all).
+    """
+    from curatorch.report.compare import compare_markdown, compare_table, plot_compare_curves
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    c = cc.compare
+    world = build_world(cc.base.data)
+    reference, ref_info = prepare_reference(
+        cc, out, world=world, overwrite=overwrite, progress=progress
+    )
+    strategies = c.active
+    total = len(strategies) * len(c.seeds)
+    metrics = list(TARGET_METRICS)
+    curves: dict[str, dict[str, list[float]]] = {}
+    walls: dict[str, list[float]] = {}
+    configs: dict[str, Any] = {}
+    k = 0
+    for st in strategies:
+        records: dict[int, list[dict[str, Any]]] = {}
+        walls[st.name] = []
+        for seed in c.seeds:
+            k += 1
+            cfg = _with_reference(cc.runs[st.name][seed], reference)
+            run_dir = out / "runs" / st.name / f"seed{seed}"
+            t0 = time.perf_counter()
+            summary = _train(
+                cfg,
+                run_dir,
+                resume=not overwrite,
+                overwrite=overwrite,
+                progress=progress,
+                world=world,
+            )
+            walls[st.name].append(float(summary.get("wall_s", time.perf_counter() - t0)))
+            records[seed] = _read_metrics(run_dir)
+            log(
+                f"[{k}/{total}] {st.title} seed {seed}: {c.metric} "
+                f"{summary[c.metric]:.4f} ({time.perf_counter() - t0:.0f} s)"
+            )
+        configs[st.name] = config_to_dict(cfg)
+        curves[st.name] = aggregate_runs(records, metrics)
+    summary = summarize(curves, baseline=c.baseline, metric=c.metric)
+    labels = {s.name: s.title for s in strategies}
+    plots: dict[str, str] = {}
+    target = curves[c.baseline][c.metric][-1]
+    for x, fname, xlabel in (
+        ("examples_seen", "score_vs_examples.png", "training examples seen"),
+        ("flops_total", "score_vs_flops.png", "total FLOPs (training + scoring)"),
+    ):
+        plot_compare_curves(
+            curves,
+            out / fname,
+            x=x,
+            metric=c.metric,
+            labels=labels,
+            target=target,
+            xlabel=xlabel,
+            seeds=len(c.seeds),
+        )
+        plots[x] = fname
+    analysis = None
+    if c.analyze and any(cc.runs[s.name][c.seeds[0]].strategy.needs_reference for s in strategies):
+        learner = out / "runs" / c.baseline / f"seed{c.seeds[0]}"
+        t0 = time.perf_counter()
+        analysis = _analyze(cc.base, learner, reference, out, world=world, seeds=c.analyze_seeds)
+        analysis["wall_s"] = round(time.perf_counter() - t0, 1)
+        for name in (
+            "learnability_matrix",
+            "learnability_vs_chunks",
+            "learnability_vs_filter_ratio",
+        ):
+            plots[name] = f"{name}.png"
+    results = {
+        "summary": summary,
+        "target": {"metric": c.metric, "baseline": c.baseline, "value": round(target, 4)},
+        "curves": curves,
+        "labels": labels,
+        "seeds": list(c.seeds),
+        "reference": ref_info,
+        "analysis": analysis,
+        "configs": configs,
+        "budget": {
+            "steps": cc.base.train.steps,
+            "batch_size": cc.base.train.batch_size,
+            "examples": cc.base.train.steps * cc.base.train.batch_size,
+        },
+        "run_wall_s": {k: round(sum(v), 1) for k, v in walls.items()},
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "command": command,
+        "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "plots": plots,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(compare_markdown(results), encoding="utf-8")
+    return {"summary": summary, "results": results, "table": compare_table(results)}
