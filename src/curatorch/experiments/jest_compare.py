@@ -528,52 +528,18 @@ def _analyze(
     world: World,
     seeds: int,
 ) -> dict[str, Any]:
-    """The Figure-2 plots (as ``curatorch jest analyze``) for one super-batch."""
-    from curatorch.report import plot_learnability_matrix, plot_vs_chunks, plot_vs_filter_ratio
-    from curatorch.selection import (
-        ModelEmbeddings,
-        PairScorer,
-        batch_size_for,
-        learnability_vs_chunks,
-        learnability_vs_filter_ratio,
-    )
-    from curatorch.train.reference import load_reference, load_trained_model
+    """The Figure-2 plots (as ``curatorch jest analyze``) for one super-batch at f = 0.8."""
+    from curatorch.experiments.jest_analysis import analyze_selection
 
-    pool = world.curated if cfg.data.pool == "curated" else world.raw
-    model, _, patch, _ = load_trained_model(learner)
-    ref = load_reference(reference, data=cfg.data, pool_name=cfg.data.pool, pool=pool)
-    f = 0.8
-    size = min(len(pool), round(cfg.train.batch_size / (1.0 - f)))
-    index = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:size]
-    with torch.no_grad():
-        emb = ModelEmbeddings(
-            model.encode_image(pool.image_batch(index), patch_size=patch),
-            model.encode_text(pool.tokens[index]),
-            float(model.logit_scale),
-            float(model.logit_bias),
-        )
-    scorer = PairScorer(
-        learner=emb,
-        reference=ref.embeddings(pool, index, torch.device("cpu")),
-        score="learnability",
+    return analyze_selection(
+        cfg,
+        world=world,
+        learner=learner,
+        reference=reference,
+        out=out,
+        filter_ratio=0.8,
+        seeds=seeds,
     )
-    dense = scorer.dense()
-    labels = pool.labels[index].double()
-    diag = dense.diagonal().double()
-    order = torch.argsort(labels * (diag.abs().max() * 4 + 1) - diag)
-    plot_learnability_matrix(dense, order, out / "learnability_matrix.png")
-    chunks = cfg.strategy.chunks
-    b = batch_size_for(size, f, chunks)
-    seed_list = list(range(seeds))
-    candidates = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= b]
-    vs_chunks = learnability_vs_chunks(scorer, batch_size=b, chunks=candidates, seeds=seed_list)
-    plot_vs_chunks(vs_chunks, out / "learnability_vs_chunks.png")
-    ratios = [r for r in (0.0, 0.25, 0.5, 0.7, 0.8, 0.9) if (1 - r) * size >= chunks]
-    vs_f = learnability_vs_filter_ratio(
-        scorer, filter_ratios=ratios, chunks=chunks, seeds=seed_list
-    )
-    plot_vs_filter_ratio(vs_f, out / "learnability_vs_filter_ratio.png")
-    return {"super_batch": size, "batch_size": b, "vs_chunks": vs_chunks, "vs_filter_ratio": vs_f}
 
 
 def run_compare(
