@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -39,7 +39,9 @@ __all__ = [
     "load_model_weights",
     "optimizer_from_tensors",
     "optimizer_to_tensors",
+    "restore_training_state",
     "save_checkpoint",
+    "save_training_state",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -260,3 +262,74 @@ def load_model_weights(
                 f"{tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
             )
     model.load_state_dict(dict(weights), strict=True)
+
+
+class _Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def save_training_state(
+    run_dir: str | os.PathLike[str],
+    *,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: _Stateful,
+    generators: Mapping[str, torch.Generator],
+    state: Mapping[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Checkpoint everything a trainer needs to continue exactly: model weights, optimizer
+    state, the data sampler's position, the global torch RNG and the named generators
+    (stored as ``rng.<name>``), plus the trainer's own JSON ``state``."""
+    from curatorch import __version__
+
+    tensors, opt_meta = optimizer_to_tensors(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    for name, gen in generators.items():
+        tensors[f"rng.{name}"] = gen.get_state()
+    return save_checkpoint(
+        run_dir,
+        step=step,
+        model_state=model.state_dict(),
+        trainer_tensors=tensors,
+        state={
+            "curatorch_version": __version__,
+            **state,
+            "sampler": sampler.state_dict(),
+            "optimizer": opt_meta,
+        },
+        keep=keep,
+    )
+
+
+def restore_training_state(
+    run_dir: str | os.PathLike[str],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: _Stateful,
+    generators: Mapping[str, torch.Generator],
+) -> dict[str, Any] | None:
+    """Load the run's latest checkpoint written by :func:`save_training_state` into the
+    given objects; returns its JSON state, or ``None`` when the run has no checkpoint.
+
+    A checkpoint that lacks a piece or does not fit the objects raises
+    :class:`CheckpointError` naming it.
+    """
+    folder = latest_checkpoint(run_dir)
+    if folder is None:
+        return None
+    ckpt = load_checkpoint(folder)
+    load_model_weights(model, ckpt.model, ckpt.path)
+    try:
+        optimizer_from_tensors(optimizer, ckpt.trainer, ckpt.state["optimizer"])
+        sampler.load_state_dict(ckpt.state["sampler"])
+        torch.set_rng_state(ckpt.trainer["rng.torch"])
+        for name, gen in generators.items():
+            gen.set_state(ckpt.trainer[f"rng.{name}"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}") from exc
+    return ckpt.state

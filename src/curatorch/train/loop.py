@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from curatorch import __version__
 from curatorch.data import PairDataset, World, build_world
 from curatorch.eval import evaluate
 from curatorch.losses import sigmoid_contrastive_loss
@@ -31,11 +30,8 @@ from curatorch.train.checkpoint import (
     CheckpointError,
     atomic_write_text,
     latest_checkpoint,
-    load_checkpoint,
-    load_model_weights,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_checkpoint,
+    restore_training_state,
+    save_training_state,
 )
 from curatorch.train.config import ExperimentConfig, OptimConfig, config_to_dict
 from curatorch.train.model_config import model_config_for
@@ -278,22 +274,16 @@ def train(
     metrics_path = out / "metrics.jsonl"
 
     if resuming:
-        ckpt_dir = latest_checkpoint(out)
-        if ckpt_dir is None:
+        restored = restore_training_state(
+            out, model=model, optimizer=optimizer, sampler=sampler, generators={"strategy": gen}
+        )
+        if restored is None:
             metrics_path.unlink(missing_ok=True)  # nothing to continue: a fresh start
         else:
-            ckpt = load_checkpoint(ckpt_dir)
-            load_model_weights(model, ckpt.model, ckpt.path)
             try:
-                optimizer_from_tensors(optimizer, ckpt.trainer, ckpt.state["optimizer"])
-                sampler.load_state_dict(ckpt.state["sampler"])
-                gen.set_state(ckpt.trainer["rng.strategy"])
-                torch.set_rng_state(ckpt.trainer["rng.torch"])
-                prog = _Progress(**ckpt.state["progress"])
-            except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-                raise CheckpointError(
-                    f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}"
-                ) from exc
+                prog = _Progress(**restored["progress"])
+            except (KeyError, TypeError) as exc:
+                raise CheckpointError(f"checkpoint in {out} has no valid progress: {exc}") from exc
             truncate_jsonl(metrics_path, prog.step)
 
     autocast = (
@@ -303,21 +293,17 @@ def train(
     )
 
     def checkpoint() -> Path:
-        tensors, opt_meta = optimizer_to_tensors(optimizer)
-        tensors["rng.strategy"] = gen.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        return save_checkpoint(
+        return save_training_state(
             out,
             step=prog.step,
-            model_state=model.state_dict(),
-            trainer_tensors=tensors,
+            model=model,
+            optimizer=optimizer,
+            sampler=sampler,
+            generators={"strategy": gen},
             state={
-                "curatorch_version": __version__,
                 "config": cfg_dict,
                 "model_config": dataclasses.asdict(model_cfg),
                 "progress": prog.__dict__,
-                "sampler": sampler.state_dict(),
-                "optimizer": opt_meta,
             },
             keep=cfg.train.keep_checkpoints,
         )

@@ -30,21 +30,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from curatorch import __version__
 from curatorch.data import MultimodalDataset, MultimodalSplits, coloured_gray_digits
 from curatorch.data import load_npz_dataset as _load_npz
 from curatorch.models import ENCODER_KINDS, MultimodalClassifier, MultimodalClassifierConfig
 from curatorch.pareto import INTEGRATORS, SCALES, GradientIntegrator, build_integrator
 from curatorch.pareto import true_class_confidence as _confidence
 from curatorch.train.checkpoint import (
-    CheckpointError,
     atomic_write_text,
     latest_checkpoint,
-    load_checkpoint,
-    load_model_weights,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_checkpoint,
+    restore_training_state,
+    save_training_state,
 )
 from curatorch.train.config import (
     ConfigError,
@@ -435,42 +430,29 @@ def train_multimodal(
     step = 0
     step_times: list[float] = []
     if resuming:
-        ckpt_dir = latest_checkpoint(out)
-        if ckpt_dir is None:
+        restored = restore_training_state(
+            out, model=model, optimizer=optimizer, sampler=sampler, generators={"noise": noise_gen}
+        )
+        if restored is None:
             metrics_path.unlink(missing_ok=True)
             diag_path.unlink(missing_ok=True)
         else:
-            ckpt = load_checkpoint(ckpt_dir)
-            load_model_weights(model, ckpt.model, ckpt.path)
-            try:
-                optimizer_from_tensors(optimizer, ckpt.trainer, ckpt.state["optimizer"])
-                sampler.load_state_dict(ckpt.state["sampler"])
-                torch.set_rng_state(ckpt.trainer["rng.torch"])
-                noise_gen.set_state(ckpt.trainer["rng.noise"])
-                step = int(ckpt.state["step"])
-                step_times = list(ckpt.state.get("step_times", []))
-            except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-                raise CheckpointError(
-                    f"checkpoint {ckpt.path} is incomplete or mismatched: {exc}"
-                ) from exc
+            step = int(restored["step"])
+            step_times = list(restored.get("step_times", []))
             truncate_jsonl(metrics_path, step)
             truncate_jsonl(diag_path, step)
 
     def checkpoint() -> Path:
-        tensors, opt_meta = optimizer_to_tensors(optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.noise"] = noise_gen.get_state()
-        return save_checkpoint(
+        return save_training_state(
             out,
             step=step,
-            model_state=model.state_dict(),
-            trainer_tensors=tensors,
+            model=model,
+            optimizer=optimizer,
+            sampler=sampler,
+            generators={"noise": noise_gen},
             state={
-                "curatorch_version": __version__,
                 "config": cfg_dict,
                 "model_config": dataclasses.asdict(model_cfg),
-                "sampler": sampler.state_dict(),
-                "optimizer": opt_meta,
                 "step_times": step_times,
             },
             keep=cfg.train.keep_checkpoints,
