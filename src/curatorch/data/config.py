@@ -35,6 +35,12 @@ class DataConfig:
         retrieval_size: clean held-out image–caption pairs for retrieval.
         probe_shots: clean labelled examples per class for the few-shot probe.
         seed: seed of every random stream of the world.
+        shards: WebDataset tar shards to train on instead of the world's pool, as a
+            brace pattern (``"data/{000000..000009}.tar"``); empty = the built-in pool.
+            The world is still built for its evaluation sets and tokenizer.
+        max_corrupt_ratio: fraction of skipped (corrupt, missing, duplicate) shard samples
+            above which a run stops with a message naming the shard.
+        num_workers: dataloader worker processes decoding shards (0 = in the main process).
     """
 
     world: str = "shapes"
@@ -51,6 +57,9 @@ class DataConfig:
     retrieval_size: int = 1000
     probe_shots: int = 10
     seed: int = 0
+    shards: str = ""
+    max_corrupt_ratio: float = 0.1
+    num_workers: int = 0
 
     @property
     def curated_size(self) -> int:
@@ -100,6 +109,12 @@ class DataConfig:
         _int("retrieval_size", 1)
         _int("probe_shots", 1)
         _int("seed", 0)
+        if not isinstance(self.shards, str):
+            raise ValueError(f"data.shards must be a string pattern, got {self.shards!r}")
+        mcr = _real("max_corrupt_ratio")
+        if not 0.0 <= mcr <= 1.0:
+            raise ValueError(f"data.max_corrupt_ratio must be in [0, 1], got {mcr}")
+        _int("num_workers", 0)
 
     def noise_fractions(self) -> dict[str, float]:
         """The four noise fractions by kind name, in noise-code order."""

@@ -54,7 +54,12 @@ __all__ = [
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints")
 
 # keys of the config that may differ between a run and its resumption
-_RESUMABLE_DIFFERENCES = {("train", "device"), ("train", "threads"), ("eval", "batch_size")}
+_RESUMABLE_DIFFERENCES = {
+    ("train", "device"),
+    ("train", "threads"),
+    ("eval", "batch_size"),
+    ("data", "num_workers"),
+}
 
 
 class OutputDirError(ValueError):

@@ -49,7 +49,9 @@ __all__ = [
 ]
 
 # data fields that do not change the pools' content
-_POOL_NEUTRAL = {"pool", "eval_size", "retrieval_size", "probe_shots"}
+_POOL_NEUTRAL = {
+    "pool", "eval_size", "retrieval_size", "probe_shots", "max_corrupt_ratio", "num_workers"
+}
 
 
 def model_config_from_dict(d: dict[str, Any]) -> TwoTowerConfig:
