@@ -3,6 +3,8 @@
 * :func:`sigmoid_pair_losses` -- the SigLIP per-pair loss matrix (used by JEST to score
   sub-batches, and summed into the batch loss).
 * :func:`sigmoid_contrastive_loss` -- the SigLIP batch loss (Zhai et al., ICCV 2023).
+* :func:`sigmoid_contrastive_loss_sharded` -- the same loss with the batch split over
+  data-parallel ranks (texts all-gathered with gradients).
 * :func:`softmax_contrastive_loss` -- the CLIP symmetric cross-entropy (Radford et al. 2021).
 
 All functions take embeddings that the caller has already L2-normalised; they do not
@@ -18,6 +20,7 @@ from torch import Tensor
 
 __all__ = [
     "sigmoid_contrastive_loss",
+    "sigmoid_contrastive_loss_sharded",
     "sigmoid_pair_losses",
     "softmax_contrastive_loss",
 ]
@@ -156,3 +159,63 @@ def softmax_contrastive_loss(
     logits = _logits(image_emb, text_emb, logit_scale)  # [B, B]
     targets = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def sigmoid_contrastive_loss_sharded(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    *,
+    logit_scale: Tensor | float,
+    logit_bias: Tensor | float,
+    rank: int,
+    world_size: int,
+    group: object | None = None,
+) -> Tensor:
+    """This rank's share of the SigLIP loss of a batch split over ``world_size`` ranks.
+
+    Every rank holds ``n`` rows of the global batch of ``W * n`` pairs (rank ``r`` holds
+    global rows ``r n .. (r + 1) n - 1``). The texts are all-gathered *with gradients*
+    (``torch.distributed.nn.functional.all_gather``, whose backward sums the gradients of
+    every rank into the owner's rows); each rank scores its own images against all
+    ``W n`` texts, so every pair of the global batch is counted exactly once:
+
+    ``share_r = 1/(W n) * sum_{i in rank r} sum_{j} -log sigmoid(z_ij (t <x_i, y_j> + b))``.
+
+    The shares sum over ranks to :func:`sigmoid_contrastive_loss` of the whole batch, and
+    after ``backward`` on every rank the gradients with respect to each rank's embeddings
+    equal the full-batch gradients of those rows. Replicated parameters (the temperature
+    and bias, the towers' weights) receive per-rank partial gradients whose *sum* is the
+    full-batch gradient: under ``DistributedDataParallel``, which averages, back-propagate
+    ``world_size * share``.
+
+    Args:
+        image_emb: ``[n, D]`` this rank's L2-normalised image embeddings.
+        text_emb: ``[n, D]`` this rank's L2-normalised text embeddings (same ``n`` on
+            every rank).
+        logit_scale: temperature ``t``; logit_bias: bias ``b`` (replicated).
+        rank: this rank; world_size: ``W``; group: the process group (default: world).
+
+    Returns:
+        Scalar tensor: this rank's share (nats per example of the global batch).
+    """
+    _check_embeddings(image_emb, text_emb, square=True)
+    _check_scalar(logit_scale, "logit_scale")
+    _check_scalar(logit_bias, "logit_bias")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"`rank` must be in [0, {world_size}), got {rank}")
+    if world_size == 1:
+        return sigmoid_contrastive_loss(
+            image_emb, text_emb, logit_scale=logit_scale, logit_bias=logit_bias
+        )
+    from torch.distributed.nn.functional import all_gather
+
+    n = image_emb.shape[0]
+    kwargs = {} if group is None else {"group": group}
+    texts = torch.cat(all_gather(text_emb.contiguous(), **kwargs))  # [W n, D]
+    labels = -torch.ones(n, texts.shape[0], device=image_emb.device, dtype=image_emb.dtype)
+    idx = torch.arange(n, device=image_emb.device)
+    labels[idx, rank * n + idx] = 1.0  # this rank's positives sit at its own block
+    pair = sigmoid_pair_losses(
+        image_emb, texts, logit_scale=logit_scale, logit_bias=logit_bias, labels=labels
+    )  # [n, W n]
+    return pair.sum() / (world_size * n)

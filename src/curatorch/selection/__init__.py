@@ -8,6 +8,7 @@ Works on plain tensors: pass embeddings from any two-tower model.
 """
 
 from curatorch.selection.analysis import learnability_vs_chunks, learnability_vs_filter_ratio
+from curatorch.selection.distributed import distributed_joint_select
 from curatorch.selection.samplers import (
     MODES,
     batch_score,
@@ -29,6 +30,7 @@ __all__ = [
     "batch_score",
     "batch_size_for",
     "dense_joint_select",
+    "distributed_joint_select",
     "gibbs_select",
     "gumbel_topk",
     "independent_select",

@@ -146,6 +146,14 @@ class PairScorer:
             out += sign * F.softplus(-logits)  # positive pairs: z = +1
         return out
 
+    def rows(self, chosen: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Each model's ``(image, text)`` embedding rows at ``chosen``: ``[n, D]`` each.
+
+        What another data-parallel rank needs to condition its own candidates on these
+        examples (:meth:`cross_sums_from`).
+        """
+        return [(img[chosen], txt[chosen]) for _, img, txt, _, _ in self._models]
+
     def cross_sums(self, chosen: Tensor) -> Tensor:
         """``sum_{c in chosen} (A_ck + A_kc)`` for every ``k`` not in ``chosen``: ``[B]``.
 
@@ -153,13 +161,27 @@ class PairScorer:
         negative); selection masks them. Costs two ``[n, D] x [D, B]`` products per model,
         where ``n = len(chosen)``; peak extra memory is one ``[n, B]`` block.
         """
+        return self.cross_sums_from(self.rows(chosen))
+
+    def cross_sums_from(self, rows: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """``sum_c (A_ck + A_kc)`` over examples ``c`` given by their embeddings: ``[B]``.
+
+        ``rows`` holds one ``(image [n, D], text [n, D])`` pair per model, in this
+        scorer's model order (as :meth:`rows` returns them), for examples that need not be
+        in this super-batch (for instance chosen on another rank). Every pair ``(c, k)``
+        is treated as a negative.
+        """
+        if len(rows) != len(self._models):
+            raise ValueError(
+                f"rows must hold {len(self._models)} (image, text) pairs, got {len(rows)}"
+            )
         out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
-        for sign, img, txt, t, b in self._models:
+        for (sign, img, txt, t, b), (c_img, c_txt) in zip(self._models, rows, strict=True):
             # rows: image c vs every text k -> A_ck ; columns: text c vs every image k -> A_kc
-            rows = torch.addmm(txt.new_tensor(b).expand(1, 1), img[chosen], txt.T, alpha=t)
-            out.add_(F.softplus(rows).sum(dim=0), alpha=sign)  # negatives: z = -1
-            del rows
-            cols = torch.addmm(txt.new_tensor(b).expand(1, 1), txt[chosen], img.T, alpha=t)
+            rows_blk = torch.addmm(txt.new_tensor(b).expand(1, 1), c_img, txt.T, alpha=t)
+            out.add_(F.softplus(rows_blk).sum(dim=0), alpha=sign)  # negatives: z = -1
+            del rows_blk
+            cols = torch.addmm(txt.new_tensor(b).expand(1, 1), c_txt, img.T, alpha=t)
             out.add_(F.softplus(cols).sum(dim=0), alpha=sign)
         return out
 
