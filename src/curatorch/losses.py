@@ -56,11 +56,11 @@ def _describe(x: object) -> str:
 def _check_scalar(value: Tensor | float, name: str) -> None:
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"`{name}` must be a scalar, got a tensor of shape "
-                             f"{tuple(value.shape)}")
+            raise ValueError(
+                f"`{name}` must be a scalar, got a tensor of shape {tuple(value.shape)}"
+            )
     elif not isinstance(value, (int, float)):
-        raise ValueError(f"`{name}` must be a float or a scalar tensor, got "
-                         f"{type(value).__name__}")
+        raise ValueError(f"`{name}` must be a float or a scalar tensor, got {type(value).__name__}")
 
 
 def _logits(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float) -> Tensor:
@@ -101,8 +101,9 @@ def sigmoid_pair_losses(
         z = 2.0 * torch.eye(n, device=image_emb.device, dtype=image_emb.dtype) - 1.0
     else:
         if not isinstance(labels, Tensor) or tuple(labels.shape) != (n, m):
-            raise ValueError(f"`labels` must be a tensor of shape {(n, m)}, got "
-                             f"{_describe(labels)}")
+            raise ValueError(
+                f"`labels` must be a tensor of shape {(n, m)}, got {_describe(labels)}"
+            )
         z = labels.to(dtype=image_emb.dtype)
     if isinstance(logit_bias, Tensor):
         logit_bias = logit_bias.reshape(())
@@ -161,6 +162,29 @@ def softmax_contrastive_loss(
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
+class _AllGatherRows(torch.autograd.Function):
+    """Concatenate every rank's ``[n, D]`` rows; backward sums each rank's gradient of the
+    gathered tensor and hands every rank its own rows (all-reduce, so gloo works too)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, world_size: int, group: object | None) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        ctx.world_size, ctx.group, ctx.n = world_size, group, x.shape[0]
+        ctx.rank = dist.get_rank(group) if group is not None else dist.get_rank()
+        parts = [torch.empty_like(x) for _ in range(world_size)]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        import torch.distributed as dist
+
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, group=ctx.group)
+        return total[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n], None, None
+
+
 def sigmoid_contrastive_loss_sharded(
     image_emb: Tensor,
     text_emb: Tensor,
@@ -207,11 +231,8 @@ def sigmoid_contrastive_loss_sharded(
         return sigmoid_contrastive_loss(
             image_emb, text_emb, logit_scale=logit_scale, logit_bias=logit_bias
         )
-    from torch.distributed.nn.functional import all_gather
-
     n = image_emb.shape[0]
-    kwargs = {} if group is None else {"group": group}
-    texts = torch.cat(all_gather(text_emb.contiguous(), **kwargs))  # [W n, D]
+    texts = _AllGatherRows.apply(text_emb, world_size, group)  # [W n, D]
     labels = -torch.ones(n, texts.shape[0], device=image_emb.device, dtype=image_emb.dtype)
     idx = torch.arange(n, device=image_emb.device)
     labels[idx, rank * n + idx] = 1.0  # this rank's positives sit at its own block

@@ -48,8 +48,11 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from curatorch.train import load_config, train
+    from curatorch.train.distributed import DistContext, init_from_env, is_distributed_env
 
     cfg = load_config(args.config, args.overrides)
+    # under `torchrun --nproc_per_node=W`: data-parallel, gloo on CPU, NCCL on CUDA
+    dist = init_from_env(cfg.train.device) if is_distributed_env() else DistContext()
 
     def show(record: dict) -> None:
         keys = ("zeroshot_acc", "fewshot_acc", "i2t_r1", "t2i_r1", "mean_score")
@@ -66,8 +69,14 @@ def _train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         on_eval=show,
+        dist=dist,
     )
-    print(json.dumps(summary))
+    if dist.is_main:
+        print(json.dumps(summary))
+    if dist.enabled:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
     return 0
 
 

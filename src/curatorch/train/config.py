@@ -121,7 +121,14 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training run: length, batch size, cadence of evaluation and checkpoints."""
+    """The training run: length, batch size, cadence of evaluation and checkpoints.
+
+    ``batch_size`` is the global batch over all data-parallel processes. ``precision``
+    ``bf16`` trains under bfloat16 autocast. ``on_nonfinite``: a NaN or infinite loss or
+    gradient either stops the run naming the step and the last good checkpoint (``stop``)
+    or skips that step's update and counts it in ``skipped_steps`` (``skip``).
+    ``compile`` wraps the training forward in ``torch.compile``.
+    """
 
     steps: int = 300
     batch_size: int = 128
@@ -133,6 +140,8 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "fp32"
     threads: int = 0
+    on_nonfinite: str = "stop"
+    compile: bool = False
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
@@ -141,6 +150,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 1, got {value}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(
+                f"train.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}"
+            )
         if self.threads < 0:
             raise ConfigError(f"train.threads must be >= 0 (0 = torch default), got {self.threads}")
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
@@ -187,7 +200,11 @@ class StrategyConfig:
 
     ``score`` picks the score matrix (``learnability`` = learner loss - reference loss,
     ``easy-reference`` = -reference loss, ``hard-learner`` = learner loss). ``reference`` is
-    a reference embedding cache (``curatorch embed``) or a checkpoint (scored online).
+    a reference embedding cache (``curatorch embed``) or a checkpoint (scored online), or
+    ``"curated"``: train a reference on the built-in world's curated pool into
+    ``OUT/reference`` (``reference_steps`` steps, 0 = ``train.steps``; otherwise the run's
+    own model and optimizer settings) and cache its embeddings in ``OUT/reference-cache``;
+    both are reused when the run is resumed.
     ``mode`` ``sample`` draws with the Gumbel-top-k trick, ``topk`` is greedy.
     """
 
@@ -198,6 +215,7 @@ class StrategyConfig:
     mode: str = "sample"
     reference: str = ""
     score_patch_size: int = 0
+    reference_steps: int = 0
 
     @property
     def selects(self) -> bool:
@@ -224,6 +242,11 @@ class StrategyConfig:
         if self.score_patch_size < 0:
             raise ConfigError(
                 f"strategy.score_patch_size must be >= 0 (0 = default), got {self.score_patch_size}"
+            )
+        if self.reference_steps < 0:
+            raise ConfigError(
+                f"strategy.reference_steps must be >= 0 (0 = train.steps), got "
+                f"{self.reference_steps}"
             )
         if self.needs_reference and not self.reference:
             raise ConfigError(

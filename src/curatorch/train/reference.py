@@ -50,7 +50,12 @@ __all__ = [
 
 # data fields that do not change the pools' content
 _POOL_NEUTRAL = {
-    "pool", "eval_size", "retrieval_size", "probe_shots", "max_corrupt_ratio", "num_workers"
+    "pool",
+    "eval_size",
+    "retrieval_size",
+    "probe_shots",
+    "max_corrupt_ratio",
+    "num_workers",
 }
 
 
@@ -107,7 +112,17 @@ class CachedReference:
     def embeddings(
         self, pool: PairDataset, index: torch.Tensor, device: torch.device
     ) -> ModelEmbeddings:
-        img, txt = self.cache.lookup(pool.ids[index])
+        """Embeddings of ``pool``'s examples at ``index`` ``[n]``."""
+        return self._lookup(pool.ids[index], device)
+
+    def embeddings_for(self, batch: Any, device: torch.device) -> ModelEmbeddings:
+        """Embeddings of a :class:`~curatorch.train.strategy.Candidates` batch (by id)."""
+        if batch.ids is None:
+            raise ValueError("an id-keyed reference cache needs example ids (not shard keys)")
+        return self._lookup(batch.ids, device)
+
+    def _lookup(self, ids: torch.Tensor, device: torch.device) -> ModelEmbeddings:
+        img, txt = self.cache.lookup(ids)
         return ModelEmbeddings(
             img.to(device), txt.to(device), self.cache.logit_scale, self.cache.logit_bias
         )
@@ -125,12 +140,19 @@ class OnlineReference:
     forward_flops: int
     setup_flops: int = 0
 
-    @torch.no_grad()
     def embeddings(
         self, pool: PairDataset, index: torch.Tensor, device: torch.device
     ) -> ModelEmbeddings:
+        """Embeddings of ``pool``'s examples at ``index`` ``[n]``."""
         images = pool.image_batch(index).to(device, non_blocking=True)
-        tokens = pool.tokens[index].to(device, non_blocking=True)
+        return self._forward(images, pool.tokens[index].to(device, non_blocking=True))
+
+    def embeddings_for(self, batch: Any, device: torch.device) -> ModelEmbeddings:
+        """Embeddings of a :class:`~curatorch.train.strategy.Candidates` batch."""
+        return self._forward(*batch.to_device(device))
+
+    @torch.no_grad()
+    def _forward(self, images: torch.Tensor, tokens: torch.Tensor) -> ModelEmbeddings:
         img = self.model.encode_image(images, patch_size=self.patch_size).float()
         txt = self.model.encode_text(tokens).float()
         return ModelEmbeddings(

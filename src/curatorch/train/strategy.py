@@ -1,22 +1,87 @@
 """Batch-selection strategies for the training loop.
 
-A strategy turns a super-batch of ``B`` pool indices into the ``b`` the learner trains
+A strategy turns a super-batch of ``B`` candidates into the ``b`` the learner trains
 on, and says what the choice cost in FLOPs. ``iid`` keeps the super-batch as it is
-(``B = b``); the others score it with :mod:`curatorch.selection`.
+(``B = b``); the others score it with :mod:`curatorch.selection`. Under data parallelism
+every rank holds ``B / W`` candidates and keeps ``b / W`` (JEST conditions on the globally
+chosen set: :func:`curatorch.selection.distributed_joint_select`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from curatorch.data import PairDataset
 from curatorch.models import TwoTower
-from curatorch.selection import ModelEmbeddings, PairScorer, independent_select, joint_select
-from curatorch.train.reference import CachedReference, OnlineReference
+from curatorch.selection import (
+    ModelEmbeddings,
+    PairScorer,
+    distributed_joint_select,
+    independent_select,
+    joint_select,
+)
+from curatorch.train.distributed import DistContext
 
-__all__ = ["Selection", "Selector"]
+__all__ = ["Candidates", "Selection", "Selector", "float_images"]
+
+
+def float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[n, 3, H, W]`` images as float32 scaled from [0, 255] to [-1, 1]."""
+    return images.to(torch.float32).mul_(1.0 / 127.5).sub_(1.0)
+
+
+@dataclass
+class Candidates:
+    """A (super-)batch of image–caption pairs on this rank.
+
+    Attributes:
+        images: ``[n, 3, H, W]`` uint8.
+        tokens: ``[n, L]`` int64 caption ids.
+        ids: ``[n]`` int64 example ids (built-in pools), else ``None``.
+        keys: ``__key__`` of each sample (WebDataset shards), else ``None``.
+        shards: shard name of each sample (WebDataset shards), else ``None``.
+    """
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    ids: torch.Tensor | None = None
+    keys: list[str] | None = None
+    shards: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def take(self, index: torch.Tensor) -> Candidates:
+        """The candidates at ``index`` ``[k]``, in that order."""
+        idx = index.tolist()
+        return Candidates(
+            images=self.images[index],
+            tokens=self.tokens[index],
+            ids=None if self.ids is None else self.ids[index],
+            keys=None if self.keys is None else [self.keys[i] for i in idx],
+            shards=None if self.shards is None else [self.shards[i] for i in idx],
+        )
+
+    def to_device(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, tokens)`` on ``device``: images float32 in [-1, 1] ``[n, 3, H, W]``
+        (pinned and copied without blocking on CUDA)."""
+        images = float_images(self.images)
+        tokens = self.tokens
+        if device.type == "cuda":
+            images, tokens = images.pin_memory(), tokens.pin_memory()
+        return images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
+
+
+class ReferenceProvider(Protocol):
+    """Reference embeddings of a batch of candidates, and what they cost."""
+
+    setup_flops: int
+
+    def embeddings_for(self, batch: Candidates, device: torch.device) -> ModelEmbeddings: ...
+
+    def flops(self, count: int) -> int: ...
 
 
 @dataclass
@@ -24,7 +89,7 @@ class Selection:
     """The outcome of one selection step.
 
     Attributes:
-        index: ``[b]`` positions into the super-batch.
+        index: ``[b]`` positions into the super-batch (``[b / W]`` into this rank's part).
         learner_flops: FLOPs of the learner's scoring forward pass.
         reference_flops: FLOPs of the reference's scoring forward pass (0 from a cache).
         stats: scalars worth logging (e.g. the mean selected score).
@@ -42,12 +107,13 @@ class Selector:
     Args:
         name: ``iid``, ``independent``, ``jest`` or ``flexi-jest``.
         score: ``learnability``, ``easy-reference`` or ``hard-learner``.
-        batch_size: ``b``. super_batch: ``B``.
+        batch_size: the global ``b``. super_batch: the global ``B``.
         chunks: ``N`` for the joint sampler.
         mode: ``sample`` or ``topk``.
         score_patch_size: the patch size of the learner's scoring forward pass.
         learner_forward_flops: FLOPs per example of that forward pass.
         reference: where reference embeddings come from (``None`` for ``hard-learner``).
+        dist: this process's place in a data-parallel job (default: one process).
     """
 
     def __init__(
@@ -61,7 +127,8 @@ class Selector:
         mode: str,
         score_patch_size: int,
         learner_forward_flops: int,
-        reference: CachedReference | OnlineReference | None,
+        reference: ReferenceProvider | None,
+        dist: DistContext | None = None,
     ) -> None:
         if super_batch < batch_size:
             raise ValueError(f"super_batch={super_batch} must be >= batch_size={batch_size}")
@@ -74,6 +141,18 @@ class Selector:
         self.score_patch_size = score_patch_size
         self.learner_forward_flops = learner_forward_flops
         self.reference = reference
+        self.dist = dist or DistContext()
+        w = self.dist.world_size
+        if super_batch % w or batch_size % w:
+            raise ValueError(
+                f"super-batch {super_batch} and batch {batch_size} must be divisible by the "
+                f"number of processes {w}"
+            )
+        if name in ("jest", "flexi-jest") and batch_size % (chunks * w):
+            raise ValueError(
+                f"train.batch_size={batch_size} must be a multiple of strategy.chunks * "
+                f"processes = {chunks} * {w} for distributed JEST"
+            )
         self.needs_learner = score in ("learnability", "hard-learner")
 
     @property
@@ -85,23 +164,24 @@ class Selector:
         self,
         *,
         model: TwoTower,
-        pool: PairDataset,
-        super_index: torch.Tensor,
+        candidates: Candidates,
         generator: torch.Generator,
         device: torch.device,
     ) -> Selection:
-        """Choose ``b`` of the super-batch ``super_index`` ``[B]`` (pool indices)."""
+        """Choose this rank's ``b / W`` of its ``B / W`` ``candidates``.
+
+        FLOPs in the returned :class:`Selection` are this rank's.
+        """
         if self.name == "iid":
-            return Selection(torch.arange(super_index.numel()))
+            return Selection(torch.arange(len(candidates)))
         learner = reference = None
         learner_flops = reference_flops = 0
-        count = super_index.numel()
+        count = len(candidates)
         if self.needs_learner:
             was_training = model.training
             model.eval()
             with torch.no_grad():
-                images = pool.image_batch(super_index).to(device, non_blocking=True)
-                tokens = pool.tokens[super_index].to(device, non_blocking=True)
+                images, tokens = candidates.to_device(device)
                 img = model.encode_image(images, patch_size=self.score_patch_size).float()
                 txt = model.encode_text(tokens).float()
             model.train(was_training)
@@ -110,12 +190,23 @@ class Selector:
             )
             learner_flops = self.learner_forward_flops * count
         if self.reference is not None and self.score != "hard-learner":
-            reference = self.reference.embeddings(pool, super_index, device)
+            reference = self.reference.embeddings_for(candidates, device)
             reference_flops = self.reference.flops(count)
         scorer = PairScorer(learner=learner, reference=reference, score=self.score)
+        w = self.dist.world_size
         if self.name == "independent":
             index = independent_select(
-                scorer, batch_size=self.batch_size, mode=self.mode, generator=generator
+                scorer, batch_size=self.batch_size // w, mode=self.mode, generator=generator
+            )
+        elif w > 1:
+            index = distributed_joint_select(
+                scorer,
+                batch_size=self.batch_size,
+                chunks=self.chunks,
+                mode=self.mode,
+                generator=generator,
+                rank=self.dist.rank,
+                world_size=w,
             )
         else:
             index = joint_select(
