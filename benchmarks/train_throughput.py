@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py                      # tiny and small on CPU
     python benchmarks/train_throughput.py --device cuda --size base   # bf16 autocast
+    python benchmarks/train_throughput.py --device cuda --size base --compile
 
 A training step is the forward of both towers, the SigLIP loss, the backward and an AdamW
 step; an evaluation step is the no-grad forward of both towers. Inputs are random images
@@ -42,6 +43,7 @@ def bench_size(size: str, args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    forward = torch.compile(model) if args.compile else model
     b = args.batch_size
     images = torch.randn(b, 3, args.image_size, args.image_size, device=device)
     tokens = torch.randint(2, 256, (b, args.context_length), device=device)
@@ -52,7 +54,7 @@ def bench_size(size: str, args: argparse.Namespace) -> dict[str, float]:
 
     def train_step() -> None:
         with autocast:
-            out = model(images, tokens, patch_size=patch)
+            out = forward(images, tokens, patch_size=patch)
             loss = sigmoid_contrastive_loss(
                 out["image_emb"].float(),
                 out["text_emb"].float(),
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
