@@ -157,8 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-quality", action="store_true", help="no Gibbs/quality comparison")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line last")
+    p.add_argument(
+        "--matmul-precision",
+        choices=("highest", "high", "medium"),
+        default="highest",
+        help="torch.set_float32_matmul_precision (high = TF32 on NVIDIA GPUs)",
+    )
     p.add_argument("--memory-of", choices=("joint", "dense"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     argv_list = list(sys.argv[1:] if argv is None else argv)
     device = torch.device(args.device)
     size = args.super_batch
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        "matmul_precision": args.matmul_precision,
         "threads": torch.get_num_threads(),
         "super_batch": size,
         "batch_size": b,
