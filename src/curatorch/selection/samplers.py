@@ -64,6 +64,12 @@ def _check(super_batch: int, batch_size: int, chunks: int, mode: str) -> None:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
 
 
+def _check_finite(scores: Tensor) -> None:
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise ValueError(f"scores must be finite, got {bad} NaN or infinite entries")
+
+
 def gumbel_topk(
     scores: Tensor, k: int, *, mode: str = "sample", generator: torch.Generator | None = None
 ) -> Tensor:
@@ -148,6 +154,7 @@ def dense_joint_select(
     """
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be a square [B, B] matrix, got {tuple(scores.shape)}")
+    _check_finite(scores)
     size = scores.shape[0]
     _check(size, batch_size, chunks, mode)
     n = batch_size // chunks
@@ -194,6 +201,8 @@ def random_select(
     super_batch: int, *, batch_size: int, generator: torch.Generator | None = None
 ) -> Tensor:
     """``batch_size`` distinct indices uniformly at random (the no-selection baseline)."""
+    if isinstance(super_batch, bool) or not isinstance(super_batch, int) or super_batch < 1:
+        raise ValueError(f"super_batch must be a positive int, got {super_batch!r}")
     _check(super_batch, batch_size, 1, "sample")
     return torch.randperm(super_batch, generator=generator)[:batch_size]
 
@@ -237,10 +246,11 @@ def gibbs_select(
     """
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be a square [B, B] matrix, got {tuple(scores.shape)}")
+    _check_finite(scores)
     size = scores.shape[0]
     _check(size, batch_size, 1, "sample")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     sym = scores + scores.T  # A_kj + A_jk, symmetric: row k == column k
     diag = scores.diagonal().double()
     device = scores.device
@@ -250,6 +260,11 @@ def gibbs_select(
         current = init.to(device=device, dtype=torch.long).clone()
         if current.numel() != batch_size or current.unique().numel() != batch_size:
             raise ValueError(f"init must hold {batch_size} distinct indices")
+        if int(current.min()) < 0 or int(current.max()) >= size:
+            raise ValueError(
+                f"init must hold indices in [0, {size}), got {int(current.min())} to "
+                f"{int(current.max())}"
+            )
     member = torch.zeros(size, dtype=torch.bool, device=device)
     member[current] = True
     cond = sym[current].double().sum(dim=0)  # sum_{j in S} (A_kj + A_jk) for every k

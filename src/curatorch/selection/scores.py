@@ -20,6 +20,7 @@ forming the ``B x B`` matrix (except in :meth:`PairScorer.dense`, for tests).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,9 @@ class ModelEmbeddings:
         text: ``[B, D]`` L2-normalised text embeddings (row i pairs with image i).
         logit_scale: the temperature ``t`` (already exponentiated), a positive scalar.
         logit_bias: the bias ``b``.
+
+    Raises ValueError naming the field for embeddings that are not floating-point ``[B, D]``
+    tensors of one shape, or hold NaN, inf or rows whose norm overflows their dtype.
     """
 
     image: Tensor
@@ -59,6 +63,13 @@ class ModelEmbeddings:
     logit_bias: float | Tensor
 
     def __post_init__(self) -> None:
+        for name in ("image", "text"):
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) or not value.is_floating_point():
+                raise ValueError(
+                    f"{name} embeddings must be a floating-point tensor, got "
+                    f"{getattr(value, 'dtype', type(value).__name__)}"
+                )
         if self.image.ndim != 2 or self.text.ndim != 2:
             raise ValueError(
                 f"image and text embeddings must be [B, D], got {tuple(self.image.shape)} "
@@ -72,6 +83,21 @@ class ModelEmbeddings:
         if _scalar(self.logit_scale, "logit_scale") <= 0:
             raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
         _scalar(self.logit_bias, "logit_bias")
+        # the largest row norm of each (one read-back): rows with NaN or inf, or too large
+        # for their dtype, are refused here; PairScorer bounds its logits with these norms
+        norms = [0.0, 0.0]
+        if self.image.shape[0]:
+            both = [
+                torch.linalg.vector_norm(t.detach(), dim=1).amax() for t in (self.image, self.text)
+            ]
+            norms = torch.stack([n.double() for n in both]).tolist()
+        for name, norm in zip(("image", "text"), norms, strict=True):
+            if not math.isfinite(norm):
+                raise ValueError(
+                    f"{name} embeddings must be finite with row norms within the range of "
+                    f"{getattr(self, name).dtype}, got a row of norm {norm} (L2-normalise them)"
+                )
+        object.__setattr__(self, "_max_norms", tuple(norms))
 
     def __len__(self) -> int:
         return self.image.shape[0]
@@ -89,6 +115,10 @@ class PairScorer:
         score: one of :data:`SCORES`.
         dtype: the dtype the blocks are computed in (default: the embeddings' dtype,
             with float16/bfloat16 promoted to float32).
+
+    Raises ValueError naming ``logit_scale`` when a model's ``logit_scale``, ``logit_bias``
+    and embedding norms make pair losses whose sums could overflow ``dtype`` (so scores
+    are never inf or NaN).
     """
 
     def __init__(
@@ -137,6 +167,24 @@ class PairScorer:
             )
             for sign, m in self._terms
         ]
+        # every block, row sum and sub-batch total stays finite in ``dtype``: pair logits are
+        # at most t |x| |y| + |b|, their losses at most that + log 2, and no sum has more
+        # than B^2 of them per model
+        limit = torch.finfo(dtype).max
+        for (_, m), (_, _, _, t, b) in zip(self._terms, self._models, strict=True):
+            ni, nt = m._max_norms  # type: ignore[attr-defined]
+            logit = t * ni * nt + abs(b)
+            if (
+                t > limit
+                or ni * nt > limit
+                or 2.0 * len(self._terms) * self.size**2 * (logit + 1.0) > limit
+            ):
+                raise ValueError(
+                    f"logit_scale={t} and logit_bias={b} with embedding norms up to {ni:.3g} "
+                    f"(image) and {nt:.3g} (text) give pair logits up to {logit:.3g}, whose "
+                    f"sums over a super-batch of {self.size} overflow {dtype}: L2-normalise "
+                    f"the embeddings, lower logit_scale or pass dtype=torch.float64"
+                )
 
     def diagonal(self) -> Tensor:
         """``A_kk`` for every example: ``[B]``."""
