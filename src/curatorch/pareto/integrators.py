@@ -71,6 +71,7 @@ from curatorch.pareto.rule import (
     _factor,
     min_norm_weights,
     mmpareto_weights,
+    stationary,
 )
 
 __all__ = [
@@ -694,6 +695,8 @@ class MMPareto(GradientIntegrator):
             torch._foreach_mul_(s, self.gamma)
             return s, 0.5, 0.5, self.gamma * math.sqrt(math.fsum(x * x for x in s_norms))
         a_m, a_u = mmpareto_weights(stats)
+        if stationary(stats, g_m[0].dtype):  # anti-parallel: v would be rounding noise
+            return [torch.zeros_like(t) for t in g_m], a_m, a_u, 0.0
         v = list(torch._foreach_mul(g_m, 2 * a_m))
         torch._foreach_add_(v, g_u, alpha=2 * a_u)  # v = 2 (a_m g_m + a_u g_u), per tensor
         v_norms = torch.stack(torch._foreach_norm(v)).tolist()

@@ -19,7 +19,11 @@ tensor it always holds). ``scale="encoder"`` applies one factor computed from th
 over the whole encoder, which keeps that guarantee.
 
 Edge cases (where the authors' code divides by zero): a tensor whose ``v`` is exactly zero
-gets a zero gradient; two zero gradients give zero, never NaN.
+gets a zero gradient; two zero gradients give zero, never NaN. Conflicting gradients that
+are anti-parallel to working precision (``sin^2(g_m, g_u) <= 100 eps`` of their dtype) are
+a Pareto-stationary pair: their min-norm ``v`` is zero in exact arithmetic, but computed it
+is rounding noise that the rescaling would blow up to ``gamma |g_m + g_u|`` in a random
+direction, conflicting with one of the objectives; such an encoder gets zero.
 
 Implementation: the gradients are flattened into one ``[2, N]`` buffer; the three inner
 products come from one Gram matrix and are read back as Python floats (one device sync
@@ -48,6 +52,7 @@ __all__ = [
     "mmpareto_weights",
     "pair_stats",
     "rescale_flat",
+    "stationary",
     "stats_from_flat",
 ]
 
@@ -157,6 +162,20 @@ def mmpareto_weights(stats: PairStats) -> tuple[float, float]:
     return min_norm_weights(stats) if stats.conflict else (0.5, 0.5)
 
 
+_STATIONARY_EPS = 100.0
+
+
+def stationary(stats: PairStats, dtype: torch.dtype) -> bool:
+    """Whether two conflicting, non-zero gradients are anti-parallel to working precision,
+    ``sin^2(g_m, g_u) <= 100 eps`` (``eps`` of ``dtype``, float32's for narrower types):
+    their min-norm combination is zero in exact arithmetic; computed, it is rounding noise.
+    """
+    if not stats.conflict or stats.mm <= 0 or stats.uu <= 0:
+        return False
+    wide = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    return 1.0 - stats.cos**2 <= _STATIONARY_EPS * torch.finfo(wide).eps
+
+
 def _factor(s_norm: float, v_norm: float, gamma: float) -> float:
     """``gamma * max(1, s_norm / v_norm)``; ``gamma`` where ``v_norm`` is 0 (``v`` is 0)."""
     return gamma * max(1.0, s_norm / v_norm) if v_norm > 0 else gamma
@@ -213,7 +232,10 @@ def mmpareto_combine(
     _check_pair(g_m, g_u)
     layout = FlatLayout([t.shape for t in g_m])
     pair = flatten_pair(g_m, g_u)  # [2, N]
-    a_m, a_u = mmpareto_weights(stats_from_flat(pair))
+    stats = stats_from_flat(pair)
+    a_m, a_u = mmpareto_weights(stats)
     v = 2 * a_m * pair[0] + 2 * a_u * pair[1]  # [N]
+    if stationary(stats, pair.dtype):  # v is rounding noise: zero, not rescaled noise
+        v.zero_()
     out = layout.unflatten(rescale_flat(v, pair, layout, float(gamma), scale)[0])
     return [o.to(t.dtype) for o, t in zip(out, g_m, strict=True)]
