@@ -13,6 +13,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,8 @@ def read_params(path: str | os.PathLike[str]) -> list[PoolParams]:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where}, column {exc.colno}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{where}: invalid JSON (nested too deeply)") from None
         params = _params_from_record(rec, where)
         if params.id in seen:
             raise ValueError(
@@ -230,6 +233,19 @@ def _cell(row: dict[str, str], key: str, where: str, *, lo: float, hi: float | N
     return value
 
 
+def _csv_rows(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The rows of ``reader``; a CSV syntax error (a field over the size limit, ...) is a
+    ``ValueError`` naming the file and line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ValueError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+        yield row
+
+
 def read_runs(path: str | os.PathLike[str]) -> Runs:
     """Read a CSV of measured points: ``pool,samples_seen,accuracy`` or ``...,error``
     (accuracy and error as fractions in [0, 1]), with an optional ``pool_size`` column.
@@ -245,8 +261,9 @@ def read_runs(path: str | os.PathLike[str]) -> Runs:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"runs file {path} cannot be read: {exc}") from None
     reader = csv.reader(io.StringIO(text))
+    rows = _csv_rows(reader, path)
     try:
-        header = [h.strip() for h in next(reader)]
+        header = [h.strip() for h in next(rows)]
     except StopIteration:
         raise ValueError(f"runs file {path} is empty") from None
     where = f"{path}: line 1"
@@ -266,7 +283,7 @@ def read_runs(path: str | os.PathLike[str]) -> Runs:
     target = "accuracy" if "accuracy" in header else "error"
     names: list[str] = []
     pool, seen, err, size = [], [], [], []
-    for row_cells in reader:
+    for row_cells in rows:
         lineno = reader.line_num
         if not any(c.strip() for c in row_cells):
             continue

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "MAX_PASSES",
     "METHODS",
     "NORMALIZER",
     "combined_error",
@@ -44,6 +45,10 @@ __all__ = [
 
 NORMALIZER = 1e5
 """Sample-count normaliser inside the power law (the reference implementation's 100_000)."""
+
+MAX_PASSES = 1_000_000
+"""The most passes over a pool (``floor(n / N)``) the law evaluates: it works pass by pass,
+so more would need more memory than a machine has; :func:`pass_samples` refuses them."""
 
 METHODS = ("utility", "data")
 """Combination methods: per-pass mean utility, or effective data."""
@@ -118,6 +123,9 @@ def pass_samples(
         samples_seen: ``n``, any shape ``S``, > 0.
         pool_size: ``N``, broadcastable to ``S``, > 0.
 
+    Raises ``ValueError`` naming ``samples_seen / pool_size`` beyond :data:`MAX_PASSES`
+    passes.
+
     Returns:
         ``(start, end)``, each ``[*S, K_max + 1]`` where ``K_max = max floor(n / N)``:
         ``start[..., k] = k N`` and ``end[..., k] = min((k + 1) N, n)``; passes a run never
@@ -126,7 +134,14 @@ def pass_samples(
     n = _as_positive("samples_seen", samples_seen)
     N = _as_positive("pool_size", pool_size)
     n, N = np.broadcast_arrays(n, N)
-    k_max = int(np.max(np.floor(n / N)))
+    passes = float(np.max(np.floor(n / N)))
+    if passes > MAX_PASSES:
+        i = int(np.argmax(n / N))
+        raise ValueError(
+            f"samples_seen / pool_size must be at most {MAX_PASSES} passes, got "
+            f"{n.ravel()[i]:.6g} / {N.ravel()[i]:.6g} = {passes:.6g} passes"
+        )
+    k_max = int(passes)
     k = np.arange(k_max + 1, dtype=np.float64)  # [K+1]
     start = k * N[..., None]  # [*S, K+1]
     end = np.minimum((k + 1.0) * N[..., None], n[..., None])
@@ -173,6 +188,7 @@ def pool_error(
     Returns:
         ``[*S]`` float64 errors.
     """
+    pool_size = _as_positive("pool_size", pool_size)  # named as the caller passed it
     return combined_error(
         samples_seen, bucket_size=pool_size, a=a, b=[b], tau=[tau], d=d, method=method
     )
