@@ -1,4 +1,4 @@
-"""``curatorch data ...``: look at the built-in data."""
+"""``curatorch data ...``: look at the built-in data, export it as WebDataset shards."""
 
 from __future__ import annotations
 
@@ -24,6 +24,24 @@ def register(sub: Any) -> None:
     add_set_option(p)
     p.set_defaults(handler=_preview)
 
+    p = data_sub.add_parser(
+        "export-shards",
+        help="write a world's pool as WebDataset tar shards (img2dataset layout)",
+    )
+    p.add_argument("config", type=Path, help="experiment config (TOML)")
+    p.add_argument("--out", type=Path, required=True, help="folder for 000000.tar, 000001.tar ...")
+    p.add_argument(
+        "--pool",
+        choices=("raw", "curated", "both"),
+        default=None,
+        help="pool to export (default: the config's data.pool); both = raw then curated",
+    )
+    p.add_argument("--samples-per-shard", type=int, default=1000, help="default 1000")
+    p.add_argument("--image-format", choices=("png", "jpg", "webp"), default="png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_set_option(p)
+    p.set_defaults(handler=_export_shards)
+
 
 def _preview(args: argparse.Namespace) -> int:
     from curatorch.data import build_world
@@ -39,4 +57,34 @@ def _preview(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     preview_grid(data, args.out, n=n, seed=cfg.data.seed)
     print(json.dumps({"preview": str(args.out), "pool": args.pool, "n": n}))
+    return 0
+
+
+def _export_shards(args: argparse.Namespace) -> int:
+    from curatorch.data import build_world, export_shards
+    from curatorch.train import load_config
+
+    if args.samples_per_shard < 1:
+        raise ValueError(f"--samples-per-shard must be >= 1, got {args.samples_per_shard}")
+    cfg = load_config(args.config, args.overrides)
+    pool = args.pool or cfg.data.pool
+    world = build_world(cfg.data)
+    names = ("raw", "curated") if pool == "both" else (pool,)
+    paths: list[Path] = []
+    samples = 0
+    for name in names:
+        data = world.pool(name)
+        paths += export_shards(
+            data,
+            args.out,
+            samples_per_shard=args.samples_per_shard,
+            start_shard=len(paths),
+            image_format=args.image_format,
+            progress=not args.no_progress,
+        )
+        samples += len(data)
+    last = len(paths) - 1
+    pattern = str(args.out / f"{{{0:06d}..{last:06d}}}.tar")
+    summary = {"out": str(args.out), "pool": pool, "shards": len(paths), "samples": samples}
+    print(json.dumps({**summary, "pattern": pattern}))
     return 0

@@ -31,12 +31,19 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_eval)
 
     p = sub.add_parser(
-        "embed", help="cache a reference model's embeddings of a pool (for JEST training)"
+        "embed",
+        help="cache a reference model's embeddings of a pool, or of every shard when the "
+        "config sets data.shards (for JEST training)",
     )
     p.add_argument("checkpoint", type=Path, help="reference run folder or checkpoint folder")
     p.add_argument("--config", type=Path, required=True, help="config whose data to embed")
     p.add_argument("--out", type=Path, required=True, help="cache folder to write")
-    p.add_argument("--pool", choices=("raw", "curated"), default="raw")
+    p.add_argument(
+        "--pool",
+        choices=("raw", "curated"),
+        default=None,
+        help="pool to embed (default raw; not with data.shards)",
+    )
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -124,12 +131,16 @@ def _embed(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     cfg = load_config(args.config, args.overrides)
+    if cfg.data.shards:
+        if args.pool is not None:
+            raise ValueError("--pool does not apply when the config sets data.shards")
+        return _embed_shards(args, cfg)
     world = build_world(cfg.data)
     meta = embed_pool(
         args.checkpoint,
         world=world,
         data=cfg.data,
-        pool_name=args.pool,
+        pool_name=args.pool or "raw",
         out=args.out,
         batch_size=args.batch_size,
         device=args.device,
@@ -137,4 +148,28 @@ def _embed(args: argparse.Namespace) -> int:
     )
     summary = {k: meta[k] for k in ("out", "count", "pool", "checkpoint", "checkpoint_sha256")}
     print(json.dumps(summary))
+    return 0
+
+
+def _embed_shards(args: argparse.Namespace, cfg: Any) -> int:
+    """``curatorch embed`` with ``data.shards``: one cache file per shard."""
+    from curatorch.data import build_world, expand_shards
+    from curatorch.train.shard_reference import embed_shards
+
+    urls = expand_shards(cfg.data.shards)
+    # the world gives the tokenizer and image size; its pools are not embedded
+    world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
+    meta = embed_shards(
+        args.checkpoint,
+        urls=urls,
+        tokenizer=world.tokenizer,
+        image_size=world.raw.image_size,
+        out=args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    keys = ("out", "count", "samples_skipped", "checkpoint", "checkpoint_sha256")
+    summary = {k: meta[k] for k in keys}
+    print(json.dumps({**summary, "shards": len(meta["shards"])}))
     return 0

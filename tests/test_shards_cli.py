@@ -1,0 +1,149 @@
+"""WebDataset shards end to end: ``data export-shards``, then ``embed`` over the shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from curatorch.cli import main
+from curatorch.data import (
+    ShardEmbeddingCache,
+    expand_shards,
+    load_embedding_cache,
+)
+
+SMALL = """
+[data]
+world = "shapes"
+raw_size = 300
+eval_size = 50
+retrieval_size = 50
+probe_shots = 1
+seed = 0
+
+[model]
+size = "tiny"
+
+[train]
+steps = 2
+batch_size = 16
+eval_every = 2
+checkpoint_every = 2
+seed = 0
+"""
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("shards_cli")
+    cfg = root / "small.toml"
+    cfg.write_text(SMALL)
+    ref = root / "ref"
+    assert main(["train", str(cfg), "--out", str(ref), "--no-progress"]) == 0
+    return {"root": root, "cfg": cfg, "ref": ref}
+
+
+def test_export_then_embed_over_shards(setup: dict[str, Path], capsys) -> None:
+    root, cfg, ref = setup["root"], setup["cfg"], setup["ref"]
+    out = root / "shards"
+    args = ["data", "export-shards", str(cfg), "--out", str(out), "--samples-per-shard", "100"]
+    capsys.readouterr()
+    assert main([*args, "--pool", "both", "--no-progress"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    # raw: 300 examples in 3 shards, then curated: 15 in one more
+    assert summary == {
+        "out": str(out),
+        "pool": "both",
+        "shards": 4,
+        "samples": 315,
+        "pattern": str(out / "{000000..000003}.tar"),
+    }
+    urls = expand_shards(summary["pattern"])
+    assert len(urls) == 4
+
+    cache = root / "shard_cache"
+    code = main(
+        [
+            "embed",
+            str(ref),
+            "--config",
+            str(cfg),
+            "--out",
+            str(cache),
+            "--no-progress",
+            "--batch-size",
+            "64",
+            "--set",
+            f"data.shards='{summary['pattern']}'",
+        ]
+    )
+    assert code == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["count"] == 315 and result["samples_skipped"] == 0 and result["shards"] == 4
+    meta = json.loads((cache / "meta.json").read_text())
+    assert meta["shards"] == ["000000", "000001", "000002", "000003"]
+    assert meta["embed_flops"] == 315 * meta["forward_flops_per_example"] > 0
+    assert meta["checkpoint_sha256"] == result["checkpoint_sha256"]
+
+    # the per-shard embeddings equal the pool cache's embeddings of the same examples
+    pool_cache = root / "pool_cache"
+    assert main(["embed", str(ref), "--config", str(cfg), "--out", str(pool_cache)]) == 0
+    by_id = load_embedding_cache(pool_cache)
+    shard_cache = ShardEmbeddingCache(cache)
+    ids = torch.arange(0, 300, 7)
+    image, text = shard_cache.lookup(
+        [f"{int(i) // 100:06d}" for i in ids], [f"{i:012d}" for i in ids]
+    )
+    want_image, want_text = by_id.lookup(ids)
+    torch.testing.assert_close(image.float(), want_image, atol=2e-3, rtol=0)
+    torch.testing.assert_close(text.float(), want_text, atol=2e-3, rtol=0)
+    assert shard_cache.logit_scale == pytest.approx(by_id.logit_scale)
+
+
+def test_cli_errors_name_the_problem(setup: dict[str, Path], capsys, tmp_path: Path) -> None:
+    cfg, ref = setup["cfg"], setup["ref"]
+    missing = f"data.shards='{tmp_path}/{{000000..000001}}.tar'"
+    capsys.readouterr()
+    args = ["embed", str(ref), "--config", str(cfg), "--out", str(tmp_path / "c")]
+    assert main([*args, "--no-progress", "--set", missing]) == 2
+    assert "data.shards" in capsys.readouterr().err
+    (tmp_path / "000000.tar").write_bytes(b"")
+    (tmp_path / "000001.tar").write_bytes(b"")
+    assert main([*args, "--pool", "curated", "--set", missing]) == 2
+    assert "--pool" in capsys.readouterr().err
+    export = ["data", "export-shards", str(cfg), "--out", str(tmp_path / "s")]
+    assert main([*export, "--samples-per-shard", "0"]) == 2
+    assert "--samples-per-shard" in capsys.readouterr().err
+
+
+def test_jest_trains_from_shards_with_the_shard_cache(setup: dict[str, Path], tmp_path: Path):
+    root, cfg, ref = setup["root"], setup["cfg"], setup["ref"]
+    shards, cache = tmp_path / "shards", tmp_path / "cache"
+    assert main(["data", "export-shards", str(cfg), "--out", str(shards), "--no-progress"]) == 0
+    pattern = f"data.shards='{shards}/{{000000..000000}}.tar'"
+    embed = ["embed", str(ref), "--config", str(cfg), "--out", str(cache), "--no-progress"]
+    assert main([*embed, "--set", pattern]) == 0
+    records = []
+    for workers in (0, 2):
+        run = root / f"jest_shards_{workers}"
+        args = ["train", str(cfg), "--out", str(run), "--no-progress", "--set", pattern]
+        for override in (
+            "strategy.name=jest",
+            f"strategy.reference='{cache}'",
+            "strategy.chunks=2",
+            "strategy.filter_ratio=0.5",
+            f"data.num_workers={workers}",
+        ):
+            args += ["--set", override]
+        assert main(args) == 0
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        records.append([{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in lines])
+    assert records[0] == records[1]  # the batches do not depend on the dataloader workers
+    assert records[0][-1]["examples_seen"] == 2 * 16
