@@ -107,16 +107,20 @@ class OptimConfig:
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"optim.{key} must be in [0, 1), got {value}")
-        if self.eps <= 0:
-            raise ConfigError(f"optim.eps must be > 0, got {self.eps}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ConfigError(f"optim.eps must be a positive finite number, got {self.eps}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(
+                f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}"
+            )
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.grad_clip < 0:
-            raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise ConfigError(
+                f"optim.grad_clip must be a finite number >= 0 (0 disables), got {self.grad_clip}"
+            )
 
 
 @dataclass(frozen=True)
@@ -173,8 +177,10 @@ class EvalConfig:
     def validate(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
-        if self.fewshot_l2 < 0:
-            raise ConfigError(f"eval.fewshot_l2 must be >= 0, got {self.fewshot_l2}")
+        if not (self.fewshot_l2 >= 0 and math.isfinite(self.fewshot_l2)):
+            raise ConfigError(
+                f"eval.fewshot_l2 must be a finite number >= 0, got {self.fewshot_l2}"
+            )
         if self.patch_size < 0:
             raise ConfigError(
                 f"eval.patch_size must be >= 0 (0 = train patch), got {self.patch_size}"

@@ -97,8 +97,10 @@ class MultimodalDataSection:
             raise ConfigError(f"data.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
-        if not self.colour_variance >= 0:
-            raise ConfigError(f"data.colour_variance must be >= 0, got {self.colour_variance}")
+        if not (self.colour_variance >= 0 and math.isfinite(self.colour_variance)):
+            raise ConfigError(
+                f"data.colour_variance must be a finite number >= 0, got {self.colour_variance}"
+            )
         if self.dataset == "npz" and not (self.train_path and self.test_path):
             raise ConfigError(
                 "data.train_path and data.test_path are required for data.dataset = 'npz', "
@@ -155,14 +157,18 @@ class MultimodalOptimSection:
         for key in ("momentum", "beta1", "beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"optim.{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(
+                f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}"
+            )
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.grad_clip < 0:
-            raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise ConfigError(
+                f"optim.grad_clip must be a finite number >= 0 (0 disables), got {self.grad_clip}"
+            )
 
 
 def build_multimodal_optimizer(
