@@ -8,6 +8,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# property tests (tests/fuzz) draw the same examples on every run: deterministic CI, no
+# example database; HYPOTHESIS_PROFILE=explore draws fresh random examples
+settings.register_profile("curatorch", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "curatorch"))
 
 
 @pytest.fixture(autouse=True)
