@@ -118,6 +118,12 @@ def test_cli_errors_name_the_problem(setup: dict[str, Path], capsys, tmp_path: P
     (tmp_path / "000001.tar").write_bytes(b"")
     assert main([*args, "--pool", "curated", "--set", missing]) == 2
     assert "--pool" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a cache")
+    args[-1] = str(tmp_path / "other")
+    assert main([*args, "--no-progress", "--set", missing]) == 2
+    assert "is not a shard embedding cache" in capsys.readouterr().err
+    assert (tmp_path / "other" / "notes.txt").read_text() == "not a cache"
     export = ["data", "export-shards", str(cfg), "--out", str(tmp_path / "s")]
     assert main([*export, "--samples-per-shard", "0"]) == 2
     assert "--samples-per-shard" in capsys.readouterr().err
@@ -147,3 +153,30 @@ def test_jest_trains_from_shards_with_the_shard_cache(setup: dict[str, Path], tm
         records.append([{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in lines])
     assert records[0] == records[1]  # the batches do not depend on the dataloader workers
     assert records[0][-1]["examples_seen"] == 2 * 16
+
+
+def test_embed_shards_skips_and_counts_faults(setup: dict[str, Path], tmp_path: Path) -> None:
+    from curatorch.data import DataConfig, build_world, export_shards
+    from curatorch.train.shard_reference import embed_shards
+
+    world = build_world(DataConfig(raw_size=300, eval_size=50, retrieval_size=50, probe_shots=1))
+    [good, cut] = export_shards(world.raw.subset(torch.arange(40)), tmp_path, samples_per_shard=20)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # shard 000001 loses its second half
+    meta = embed_shards(
+        setup["ref"],
+        urls=[str(good), str(cut)],
+        tokenizer=world.tokenizer,
+        image_size=16,
+        out=tmp_path / "cache",
+        batch_size=8,
+        progress=False,
+    )
+    kept = meta["samples_ok"] - 20
+    assert 0 < kept < 20 and meta["skipped_truncated_tar"] == meta["samples_skipped"] == 1
+    cache = ShardEmbeddingCache(tmp_path / "cache")
+    keys = [f"{i:012d}" for i in range(20, 20 + kept)]
+    image, _ = cache.lookup(["000001"] * kept, keys)
+    assert tuple(image.shape) == (kept, meta["dim"])
+    with pytest.raises(ValueError, match=r"key '000000000039' of shard '000001'"):
+        cache.lookup(["000001"], ["000000000039"])

@@ -144,10 +144,11 @@ def embed_shards(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     out_path = Path(out)
+    # a shard cache, or what an interrupted first run left (shards/ without meta.json)
     if out_path.exists() and (
         not out_path.is_dir()
         or is_embedding_cache(out_path)
-        or (not is_shard_cache(out_path) and any(out_path.iterdir()))
+        or not (is_shard_cache(out_path) or {p.name for p in out_path.iterdir()} <= {"shards"})
     ):
         raise ValueError(
             f"{out_path} exists and is not a shard embedding cache; choose another --out"
