@@ -435,6 +435,10 @@ def train_multimodal(
     diag_path = out / "diagnostics.jsonl"
     step = 0
     step_times: list[float] = []
+    # training-loss sums of the evaluation window in progress: checkpointed, so that a
+    # resumed run logs the same train_* means as an uninterrupted one
+    loss_sums: dict[str, float] = {}
+    loss_count = 0
     if resuming:
         restored = restore_training_state(
             out, model=model, optimizer=optimizer, sampler=sampler, generators={"noise": noise_gen}
@@ -445,6 +449,8 @@ def train_multimodal(
         else:
             step = int(restored["step"])
             step_times = list(restored.get("step_times", []))
+            loss_sums = {str(k): float(v) for k, v in restored.get("loss_sums", {}).items()}
+            loss_count = int(restored.get("loss_count", 0))
             truncate_jsonl(metrics_path, step)
             truncate_jsonl(diag_path, step)
 
@@ -460,12 +466,11 @@ def train_multimodal(
                 "config": cfg_dict,
                 "model_config": dataclasses.asdict(model_cfg),
                 "step_times": step_times,
+                "loss_sums": loss_sums,
+                "loss_count": loss_count,
             },
             keep=cfg.train.keep_checkpoints,
         )
-
-    loss_sums: dict[str, float] = {}
-    loss_count = 0
 
     def run_eval() -> dict[str, Any]:
         nonlocal loss_sums, loss_count
