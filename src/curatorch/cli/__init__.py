@@ -3,7 +3,8 @@
 Each command group lives in its own module with a ``register(subparsers)`` function that
 adds its parsers and sets ``handler`` on them. Every command returns an exit code: 0 on
 success, 2 for bad input (an invalid config, an unreadable checkpoint, an output folder
-that holds another run), 1 when training fails.
+that holds another run), 1 when training fails (a non-finite loss, or an ``OSError`` such
+as a full disk while writing a checkpoint or metrics: one line naming the file).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TrainingError as exc:
         print(f"curatorch: training failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the machine failed the run: a full disk, a lost mount ...
+        print(f"curatorch: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("curatorch: interrupted", file=sys.stderr)

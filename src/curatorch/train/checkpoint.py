@@ -10,13 +10,16 @@ A run directory holds ``checkpoints/step_00000100/`` folders, each with
 A checkpoint is written into a temporary folder, flushed to disk, then renamed into place;
 only then does ``checkpoints/latest`` (itself replaced atomically) point at it, and only
 then are older checkpoints pruned. A crash at any moment leaves the previous complete
-checkpoint loadable.
+checkpoint loadable. A write that fails (a full disk: ``ENOSPC``) removes its temporary
+folder and raises :class:`CheckpointWriteError` naming the step, the folder, the reason
+and the previous checkpoint, which is left intact.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -32,6 +35,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointWriteError",
     "atomic_write_text",
     "find_checkpoint",
     "latest_checkpoint",
@@ -52,6 +56,41 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not match the model; names the file."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a lost mount ...). ``errno`` is the
+    cause's (``ENOSPC`` for a full disk) when known; the message names the step, the
+    folder, the reason and the previous checkpoint, which is intact."""
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The OS error number of ``exc``: an OSError's, or the ``(os error N)`` that
+    safetensors writes into its messages."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    m = re.search(r"os error (\d+)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _write_error(exc: BaseException, what: str, *, run_dir: Path | None = None) -> OSError:
+    number = _errno_of(exc)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if number is not None and not isinstance(exc, OSError):
+        reason = f"{os.strerror(number)} ({reason})"
+    message = f"cannot write {what}: {reason}"
+    if run_dir is not None:
+        try:
+            previous = latest_checkpoint(run_dir)
+        except OSError:
+            previous = None
+        message += (
+            f"; the previous checkpoint {previous} is intact"
+            if previous is not None
+            else "; there is no earlier checkpoint"
+        )
+    cls = CheckpointWriteError if run_dir is not None else OSError
+    return cls(number, message) if number is not None else cls(message)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -68,15 +107,20 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(exc, str(path)) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # name the file (a failed write() does not)
+            raise _write_error(exc, str(path)) from exc
         raise
     _fsync_dir(path.parent)
 
@@ -141,15 +185,20 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` atomically under ``run_dir/checkpoints`` and prune old ones.
 
-    Returns the checkpoint folder. ``keep`` complete checkpoints are kept (>= 1).
+    Returns the checkpoint folder. ``keep`` complete checkpoints are kept (>= 1). A failed
+    write (``OSError``, or safetensors' error for one) raises :class:`CheckpointWriteError`
+    and leaves the previous checkpoint as it was.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+    except OSError as exc:
+        raise _write_error(exc, f"checkpoint step {step} in {root}", run_dir=Path(run_dir)) from exc
     final = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     try:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in model_state.items()},
@@ -165,17 +214,26 @@ def save_checkpoint(
         if final.exists():  # a re-run of the same step (after a resume): replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (OSError, SafetensorError)):
+            what = f"checkpoint step {step} in {root}"
+            raise _write_error(exc, what, run_dir=Path(run_dir)) from exc
         raise
     _fsync_dir(root)
-    atomic_write_text(root / _LATEST, name + "\n")
+    try:
+        atomic_write_text(root / _LATEST, name + "\n")
+    except OSError as exc:  # the new folder is complete, but ``latest`` still names the old
+        what = f"the pointer {root / _LATEST} to checkpoint step {step}"
+        raise _write_error(exc, what, run_dir=Path(run_dir)) from exc
     complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
     for old in complete[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     for leftover in root.glob(".step_*.tmp"):  # folders of a crashed earlier write
         shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in root.glob(f".{_LATEST}.*.tmp"):  # and pointer files
+        leftover.unlink(missing_ok=True)
     return final
 
 

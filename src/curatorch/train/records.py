@@ -15,11 +15,17 @@ __all__ = ["append_jsonl", "read_jsonl", "truncate_jsonl"]
 
 
 def append_jsonl(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
-    """Append ``record`` as one line and flush it to disk."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append ``record`` as one line and flush it to disk; an ``OSError`` (a full disk)
+    is raised again naming the file."""
+    line = json.dumps(record) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot append a record to {path}: {reason}") from exc
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
