@@ -409,95 +409,104 @@ def kill_resume(
         f"[{strategy}] uninterrupted run: {timing['wall_s']:.1f} s "
         f"(start-up {timing['startup_s']:.1f} s)"
     )
-    out.mkdir(parents=True)  # --resume on an empty folder starts a fresh run
-    cmd = command(strategy, configs, out, cache)
     # random delays: from half the start-up to the start-up plus 1.5/kills of the training
     # time, so that some kills land in the start-up, most in training, and the run needs
-    # more than ``kills`` launches
+    # more than ``kills`` launches (if it finishes first, another round starts afresh)
     train_s = max(timing["wall_s"] - timing["startup_s"], 0.5)
     min_delay = 0.5 * timing["startup_s"]
     max_delay = timing["startup_s"] + 1.5 * train_s / max(kills, 1)
+    files = ("metrics.jsonl", "diagnostics.jsonl") if strategy == "pareto" else ("metrics.jsonl",)
     events: list[dict[str, Any]] = []
     problems: list[str] = []
-    last_step = -1
+    comparisons: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     launches = 0
-    while True:
-        launches += 1
-        if launches > 6 * kills + 10:
-            problems.append(f"gave up after {launches - 1} launches")
-            break
-        if len(events) < kills:
-            if rng.random() < write_fraction:
-                plan = {"mode": "write", "nth_write": rng.choice((1, 2, 3)), "delay": 0.0}
-                plan["delay"] = rng.choice((0.0, 0.0, rng.uniform(0.0, 0.01)))
-            else:
-                plan = {"mode": "delay", "delay": rng.uniform(min_delay, max_delay)}
-        else:
-            plan = {"mode": "finish"}
-        res = kill_once(cmd, out, logfile, plan=plan, timeout=timeout)
-        if not res["killed"]:
-            if res["rc"] == 0:
-                if len(events) >= kills:
-                    log(f"[{strategy}] launch {launches}: completed")
-                    break
-                log(f"[{strategy}] launch {launches}: completed before {kills} kills")
-                problems.append("run completed before enough kills")
+    rounds = 0
+    fresh_on_empty = True
+    while len(events) < kills and not problems:
+        rounds += 1
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)  # --resume on an empty folder starts a fresh run
+        cmd = command(strategy, configs, out, cache)
+        last_step = -1
+        round_launches = 0
+        while True:
+            launches += 1
+            round_launches += 1
+            if launches > 6 * kills + 10:
+                problems.append(f"gave up after {launches - 1} launches")
                 break
-            problems.append(f"launch {launches} exited {res['rc']} (see {logfile})")
-            log(f"[{strategy}] launch {launches}: exited {res['rc']}")
+            if len(events) < kills:
+                if rng.random() < write_fraction:
+                    plan = {"mode": "write", "nth_write": rng.choice((1, 2, 3)), "delay": 0.0}
+                    plan["delay"] = rng.choice((0.0, 0.0, rng.uniform(0.0, 0.01)))
+                else:
+                    plan = {"mode": "delay", "delay": rng.uniform(min_delay, max_delay)}
+            else:
+                plan = {"mode": "finish"}
+            res = kill_once(cmd, out, logfile, plan=plan, timeout=timeout)
+            if not res["killed"]:
+                if res["rc"] == 0:
+                    log(f"[{strategy}] launch {launches}: completed (round {rounds})")
+                    if round_launches == 1:
+                        fresh_on_empty = _final_step(out) == steps
+                    break
+                problems.append(f"launch {launches} exited {res['rc']} (see {logfile})")
+                log(f"[{strategy}] launch {launches}: exited {res['rc']}")
+                break
+            check = verify_latest(out)
+            events.append(
+                {
+                    "launch": launches,
+                    "plan": plan["mode"],
+                    "after_s": round(res["s"], 3),
+                    "landed": res["landed"],
+                    "latest_step": check["step"],
+                    "loadable": check["ok"],
+                }
+            )
+            n = len(events)
+            if not check["ok"]:
+                problems.append(f"kill {n}: latest checkpoint unloadable: {check['error']}")
+            step = -1 if check["step"] is None else check["step"]
+            if step < last_step:
+                problems.append(f"kill {n}: latest checkpoint went back {last_step}->{step}")
+            last_step = max(last_step, step)
+            log(
+                f"[{strategy}] kill {n}/{kills} ({plan['mode']}) after {res['s']:.2f} s: "
+                f"{res['landed']}; latest checkpoint step {check['step']} "
+                f"{'loads' if check['ok'] else 'DOES NOT LOAD'}"
+            )
+        if problems:
             break
-        check = verify_latest(out)
-        ev = {
-            "launch": launches,
-            "plan": plan["mode"],
-            "after_s": round(res["s"], 3),
-            "landed": res["landed"],
-            "latest_step": check["step"],
-            "loadable": check["ok"],
-        }
-        events.append(ev)
-        if not check["ok"]:
-            problems.append(f"kill {len(events)}: latest checkpoint unloadable: {check['error']}")
-        step = -1 if check["step"] is None else check["step"]
-        if step < last_step:
-            problems.append(f"kill {len(events)}: latest checkpoint went back {last_step}->{step}")
-        last_step = max(last_step, step)
-        log(
-            f"[{strategy}] kill {len(events)}/{kills} ({plan['mode']}) after {res['s']:.2f} s: "
-            f"{res['landed']}; latest checkpoint step {check['step']} "
-            f"{'loads' if check['ok'] else 'DOES NOT LOAD'}"
-        )
+        comparison = compare_runs(ref_out, out, files)
+        comparisons.append(comparison)
+        if not comparison["identical"]:
+            problems.append("runs differ: " + "; ".join(comparison["differences"][:3]))
     killed_wall = time.perf_counter() - t0
-    files = ("metrics.jsonl", "diagnostics.jsonl") if strategy == "pareto" else ("metrics.jsonl",)
-    comparison = (
-        compare_runs(ref_out, out, files)
-        if not problems
-        else {"identical": False, "differences": ["not compared"]}
-    )
-    if not comparison["identical"]:
-        problems.append("runs differ: " + "; ".join(comparison["differences"][:3]))
+    identical = bool(comparisons) and all(c["identical"] for c in comparisons) and not problems
     landed = Counter(e["landed"] for e in events)
     result = {
         "strategy": strategy,
         "kills": len(events),
         "launches": launches,
+        "rounds": rounds,
         "kills_during_checkpoint_write": landed.get("checkpoint write (temp folder)", 0),
         "landed": dict(landed),
         "all_checkpoints_loadable": all(e["loadable"] for e in events),
         "resume_on_missing_dir_fresh": bool(fresh_on_missing),
-        "resume_on_empty_dir_fresh": _final_step(out) == steps and launches > 1,
-        "identical_metrics": comparison["identical"],
-        "comparison": comparison,
+        "resume_on_empty_dir_fresh": fresh_on_empty and _final_step(out) == steps,
+        "identical_metrics": identical,
+        "comparison": comparisons[-1] if comparisons else {"differences": ["not compared"]},
         "uninterrupted_s": round(timing["wall_s"], 2),
         "killed_run_s": round(killed_wall, 2),
         "problems": problems,
-        "ok": not problems,
+        "ok": not problems and identical,
     }
     log(
-        f"[{strategy}] {len(events)} kills ({result['kills_during_checkpoint_write']} during "
-        f"checkpoint writes), identical metrics: {comparison['identical']}, "
-        f"{killed_wall:.1f} s vs {timing['wall_s']:.1f} s uninterrupted"
+        f"[{strategy}] {len(events)} kills in {rounds} round(s) "
+        f"({result['kills_during_checkpoint_write']} during checkpoint writes), identical "
+        f"metrics: {identical}, {killed_wall:.1f} s vs {timing['wall_s']:.1f} s uninterrupted"
     )
     return result
 
@@ -597,8 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every experiment ``args`` asks for; the JSON summary."""
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for s in strategies:
         if s not in STRATEGIES:
@@ -658,7 +667,11 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"two_tower": two, "pareto": par},
         "strategies": {
             s: {k: v for k, v in r.items() if k != "comparison"}
-            | {"differences": r["comparison"].get("differences", [])}
+            | {
+                "differences": r["comparison"].get("differences", []),
+                "lines_compared": r["comparison"].get("lines", {}),
+                "weights_identical": r["comparison"].get("weights_identical", False),
+            }
             for s, r in results.items()
         },
         "early_kills": early,
@@ -666,6 +679,11 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "work": str(work) if (args.keep_work or args.work is not None) else None,
     }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    summary = run(build_parser().parse_args(argv))
     print(json.dumps(summary), flush=True)
     return 0 if summary["ok"] else 1
 
