@@ -89,8 +89,9 @@ TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
     (
         "tests/reliability/test_kill_resume.py",
         "Leftovers of a start killed in `prepare_run_dir`",
-        "a folder holding only `.curatorch-write-test` or `.config.json.*.tmp`, then `--resume`",
-        ["during_folder_creation"],
+        "a folder holding only `.curatorch-write-test` or `.config.json.*.tmp`, then "
+        "`--resume` (starts fresh); the same beside a user's file (refused, untouched)",
+        ["during_folder_creation", "beside_foreign"],
     ),
     (
         "tests/fuzz/test_fuzz_selection.py",
@@ -317,7 +318,7 @@ def markdown(kr: dict[str, Any], tests: dict, tmpfs: dict | None, argv: list[str
             + (
                 ""
                 if early["ok"]
-                else "; **a refused folder needs a fix in `prepare_run_dir`, see below**"
+                else "; **FAILED: a refused folder**"
             )
             + " |"
         )
@@ -363,16 +364,10 @@ NOTES = [
     "- A full disk while checkpointing was a traceback (safetensors reports ENOSPC as its "
     "own error type); now one line, exit 1, the previous checkpoint intact and named.",
     "",
-    "## Open: a kill inside `prepare_run_dir`",
-    "",
-    "A fresh run killed while `prepare_run_dir` (`src/curatorch/train/loop.py`) writes its "
-    "probe file `.curatorch-write-test` or the temporary `.config.json.*.tmp` leaves a "
-    "folder that `--resume` refuses as 'not empty and holds no curatorch run' (exit 2). "
-    "Needed: in `prepare_run_dir`, leave out of `existing` the names `.curatorch-write-test` "
-    "and `.config.json.*.tmp` (remove them), so that such a folder counts as empty and the "
-    "run starts fresh. `tests/reliability/test_kill_resume.py::"
-    "test_resume_after_a_kill_during_folder_creation_starts_fresh` is a strict xfail until "
-    "then.",
+    "- A fresh run killed inside `prepare_run_dir` (while it wrote its write probe or the "
+    "temporary `config.json`) left a folder that `--resume` refused as 'not empty and "
+    "holds no curatorch run'. Now a folder holding only those leftovers counts as empty: "
+    "they are removed and the run starts fresh (found by the early kills; fixed).",
 ]
 
 

@@ -92,11 +92,6 @@ def test_resume_on_a_missing_or_empty_folder_starts_fresh(tmp_path, trainer, fol
     assert records[-1]["step"] == (6 if trainer == "two-tower" else 12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare_run_dir (train/loop.py) refuses a folder that holds only the leftovers "
-    "of a start killed while it wrote its probe or config.json; see docs/reliability.md",
-)
 @pytest.mark.parametrize("leftover", [".curatorch-write-test", ".config.json.k2j4xq.tmp"])
 def test_resume_after_a_kill_during_folder_creation_starts_fresh(tmp_path, leftover) -> None:
     """What a SIGKILL inside ``prepare_run_dir`` leaves (measured by
@@ -107,3 +102,19 @@ def test_resume_after_a_kill_during_folder_creation_starts_fresh(tmp_path, lefto
     out.mkdir()
     (out / leftover).write_text("o")
     assert main(["train", str(cfg), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert not (out / leftover).exists()
+    assert (out / "config.json").is_file() and (out / "metrics.jsonl").is_file()
+
+
+def test_leftovers_beside_foreign_files_are_still_refused(tmp_path) -> None:
+    """Only a folder holding nothing but start leftovers counts as empty; a user's file
+    beside them keeps the folder refused and untouched."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".curatorch-write-test").write_text("o")
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / ".curatorch-write-test").exists()

@@ -81,8 +81,13 @@ def _train(args: argparse.Namespace) -> int:
     if dist.is_main:
         print(json.dumps(summary))
     if dist.enabled:
+        import gc
+
         import torch.distributed
 
+        # every rank got here (train ends with a barrier); free what still refers to the
+        # process group, then tear it down while the interpreter is fully alive
+        gc.collect()
         torch.distributed.destroy_process_group()
     return 0
 

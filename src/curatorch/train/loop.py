@@ -94,12 +94,23 @@ def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
+_WRITE_PROBE = ".curatorch-write-test"
+
+
+def _is_start_leftover(name: str) -> bool:
+    """What a kill inside :func:`prepare_run_dir` can leave: the write probe or the
+    temporary file of an unfinished ``config.json``."""
+    return name == _WRITE_PROBE or (name.startswith(".config.json.") and name.endswith(".tmp"))
+
+
 def prepare_run_dir(
     out_dir: str | os.PathLike[str], *, config: dict[str, Any], resume: bool, overwrite: bool
 ) -> bool:
     """Check and prepare the output folder; returns True when an earlier run is resumed.
 
-    - A missing or empty folder starts a fresh run (also with ``resume``).
+    - A missing or empty folder starts a fresh run (also with ``resume``); so does one
+      that holds only what a start killed inside this function leaves (the write probe,
+      a temporary ``config.json``), which is removed.
     - A folder holding a run is resumed with ``resume`` (its config must match, apart from
       device and thread settings), replaced with ``overwrite``, and refused otherwise.
     - A non-empty folder that holds no run is refused (nothing of it is touched).
@@ -113,6 +124,11 @@ def prepare_run_dir(
         raise OutputDirError(f"output path {out} exists and is not a folder")
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     holds_run = (out / "config.json").is_file()
+    if not holds_run and existing and all(_is_start_leftover(n) for n in existing):
+        # a start killed while it probed the folder or wrote config.json: nothing to keep
+        for name in existing:
+            (out / name).unlink(missing_ok=True)
+        existing = []
     resuming = False
     if existing:
         if not holds_run:
@@ -145,7 +161,7 @@ def prepare_run_dir(
             )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".curatorch-write-test"
+        probe = out / _WRITE_PROBE
         probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as exc:
@@ -798,13 +814,17 @@ def train(
     if isinstance(source, _ShardSource):
         source.stream.close()
 
-    if not main:
-        return {"run": str(out), "strategy": cfg.strategy.name, "rank": dist.rank}
-    if not last_record:  # resumed a finished run: report its last record
+    del forward  # DDP's reducer holds the process group: release it before teardown
+    if main and not last_record:  # resumed a finished run: report its last record
         lines = (
             metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []
         )
-        last_record = json.loads(lines[-1]) if lines else run_eval()
+        last_record = json.loads(lines[-1]) if lines else {}
+    if dist.broadcast_object(main and not last_record):  # no record at all: evaluate now
+        run_eval()  # collective
+    if not main:
+        dist.barrier()  # pairs with rank 0's below: no rank leaves while rank 0 writes
+        return {"run": str(out), "strategy": cfg.strategy.name, "rank": dist.rank}
     summary = {
         "run": str(out),
         "strategy": cfg.strategy.name,
@@ -814,4 +834,5 @@ def train(
     if w > 1:
         summary["world_size"] = w
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    dist.barrier()
     return summary
