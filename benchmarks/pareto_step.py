@@ -40,9 +40,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50, help="timed steps per block")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--vjp", default="loop", choices=list(VJP_MODES))
-    ap.add_argument(
-        "--features", action="store_true", help="MMPareto on split_features leaves"
-    )
+    ap.add_argument("--features", action="store_true", help="MMPareto on split_features leaves")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

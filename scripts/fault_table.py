@@ -129,15 +129,18 @@ TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
 OTHER_ROWS: list[tuple[str, str, str]] = [
     (
         "tests/data/test_shards.py",
-        "data faults (shards)",
-        "covered by `tests/data/test_shards.py` (corrupt, truncated and missing shards; "
-        "`data.max_corrupt_ratio`)",
+        "Corrupt shard data",
+        "`tests/data/test_shards.py`: truncated tar, undecodable image, empty caption, "
+        "non-UTF-8 caption, wrong image mode and size, duplicate key, image without caption "
+        "(each skipped and counted, once across resume and workers); 5% corrupt samples "
+        "(the run completes); past `data.max_corrupt_ratio` (stops naming the shard)",
     ),
     (
         "tests/train/test_divergence.py",
-        "divergence (NaN loss/grad)",
-        "covered by `tests/train/test_divergence.py` (NaN/inf loss, NaN gradient, "
-        "`train.on_nonfinite`)",
+        "Divergence",
+        "`tests/train/test_divergence.py`: NaN and inf loss, NaN gradient (stop naming the "
+        "step and the last good checkpoint, CLI exit 1, no NaN in any checkpoint); "
+        '`train.on_nonfinite = "skip"` (steps counted, weights unchanged)',
     ),
 ]
 
@@ -315,11 +318,7 @@ def markdown(kr: dict[str, Any], tests: dict, tmpfs: dict | None, argv: list[str
             "| SIGKILL while a fresh run creates its folder | kill as soon as the output "
             "folder has an entry, then the same `--resume` command | "
             f"{early['kills']} | {outcomes} (folder held: {left})"
-            + (
-                ""
-                if early["ok"]
-                else "; **FAILED: a refused folder**"
-            )
+            + ("" if early["ok"] else "; **FAILED: a refused folder**")
             + " |"
         )
     for path, fault, how, needles in TEST_ROWS:
@@ -363,7 +362,6 @@ NOTES = [
     "run (found by kill/resume; fixed).",
     "- A full disk while checkpointing was a traceback (safetensors reports ENOSPC as its "
     "own error type); now one line, exit 1, the previous checkpoint intact and named.",
-    "",
     "- A fresh run killed inside `prepare_run_dir` (while it wrote its write probe or the "
     "temporary `config.json`) left a folder that `--resume` refused as 'not empty and "
     "holds no curatorch run'. Now a folder holding only those leftovers counts as empty: "

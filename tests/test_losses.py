@@ -46,8 +46,10 @@ def _dense_sigmoid(x, y, t, b, labels=None):
 
 def _dense_softmax(x, y, t):
     bsz = x.shape[0]
-    logits = [[t * sum(x[i, k] * y[j, k] for k in range(x.shape[1])) for j in range(bsz)]
-              for i in range(bsz)]
+    logits = [
+        [t * sum(x[i, k] * y[j, k] for k in range(x.shape[1])) for j in range(bsz)]
+        for i in range(bsz)
+    ]
     total = 0.0
     for i in range(bsz):
         row = torch.stack(logits[i])
@@ -108,7 +110,9 @@ def test_float_scale_and_bias_equal_tensor_ones():
     x, y, _, _ = _inputs(4, 4, 3, seed=4)
     a = sigmoid_contrastive_loss(x, y, logit_scale=10.0, logit_bias=-10.0)
     c = sigmoid_contrastive_loss(
-        x, y, logit_scale=torch.tensor(10.0, dtype=torch.float64),
+        x,
+        y,
+        logit_scale=torch.tensor(10.0, dtype=torch.float64),
         logit_bias=torch.tensor([-10.0], dtype=torch.float64),
     )
     torch.testing.assert_close(a, c)
@@ -133,8 +137,9 @@ def test_large_logits_are_finite(dtype):
         # -log sigmoid(u) ~= max(-u, 0) when |u| is huge.
         logits = t.detach() * (x.detach() @ y.detach().T) + bias
         z = 2 * torch.eye(8, dtype=dtype) - 1
-        torch.testing.assert_close(pair.detach(), torch.relu(-z * logits),
-                                   atol=1e-3 * float(logits.abs().max()), rtol=1e-3)
+        torch.testing.assert_close(
+            pair.detach(), torch.relu(-z * logits), atol=1e-3 * float(logits.abs().max()), rtol=1e-3
+        )
     soft = softmax_contrastive_loss(x, y, logit_scale=t)
     grads = torch.autograd.grad(soft, (x, y, t))
     assert torch.isfinite(soft)
@@ -145,8 +150,9 @@ def test_initial_siglip_loss_value():
     # With t = 10, b = -10 and orthogonal embeddings every logit is -10.
     x = torch.eye(4)
     loss = sigmoid_contrastive_loss(x, x.clone(), logit_scale=10.0, logit_bias=-10.0)
-    expected = (-math.log(1 / (1 + math.exp(0.0))) * 4
-                + -math.log(1 / (1 + math.exp(-10.0))) * 12) / 4
+    expected = (
+        -math.log(1 / (1 + math.exp(0.0))) * 4 + -math.log(1 / (1 + math.exp(-10.0))) * 12
+    ) / 4
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -159,8 +165,9 @@ def test_shape_errors_name_the_parameter():
     with pytest.raises(ValueError, match="image_emb"):
         sigmoid_contrastive_loss(torch.randn(4), x, logit_scale=1.0, logit_bias=0.0)
     with pytest.raises(ValueError, match="labels"):
-        sigmoid_pair_losses(x, torch.randn(6, 8), logit_scale=1.0, logit_bias=0.0,
-                            labels=torch.ones(4, 5))
+        sigmoid_pair_losses(
+            x, torch.randn(6, 8), logit_scale=1.0, logit_bias=0.0, labels=torch.ones(4, 5)
+        )
     with pytest.raises(ValueError, match="logit_scale"):
         sigmoid_contrastive_loss(x, x, logit_scale=torch.ones(2), logit_bias=0.0)
     with pytest.raises(ValueError, match="logit_bias"):

@@ -17,8 +17,9 @@ from curatorch.models import (
 
 
 def _tower(image_size=16, patch_sizes=(4, 8), **kw) -> FlexiViT:
-    cfg = ImageTowerConfig(image_size=image_size, patch_sizes=patch_sizes, width=32, depth=2,
-                           heads=2, **kw)
+    cfg = ImageTowerConfig(
+        image_size=image_size, patch_sizes=patch_sizes, width=32, depth=2, heads=2, **kw
+    )
     return FlexiViT(cfg, embed_dim=24)
 
 
@@ -28,8 +29,7 @@ def _upsample_per_patch(images: torch.Tensor, p0: int, p: int) -> torch.Tensor:
     gh, gw = h // p0, w // p0
     patches = images.reshape(b, c, gh, p0, gw, p0).permute(0, 2, 4, 1, 3, 5)
     patches = patches.reshape(-1, c, p0, p0)
-    up = F.interpolate(patches, size=(p, p), mode="bilinear", align_corners=False,
-                       antialias=False)
+    up = F.interpolate(patches, size=(p, p), mode="bilinear", align_corners=False, antialias=False)
     up = up.reshape(b, gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5)
     return up.reshape(b, c, gh * p, gw * p)
 
@@ -37,10 +37,10 @@ def _upsample_per_patch(images: torch.Tensor, p0: int, p: int) -> torch.Tensor:
 @pytest.mark.parametrize(("old", "new"), [(4, 8), (4, 6), (8, 4), (3, 3)])
 def test_bilinear_resize_matrix_matches_interpolate(old, new):
     x = torch.randn(old, old, dtype=torch.float64)
-    ref = F.interpolate(x[None, None], size=(new, new), mode="bilinear", align_corners=False,
-                        antialias=False)
-    torch.testing.assert_close((bilinear_resize_matrix(old, new) @ x.flatten()),
-                               ref.flatten())
+    ref = F.interpolate(
+        x[None, None], size=(new, new), mode="bilinear", align_corners=False, antialias=False
+    )
+    torch.testing.assert_close((bilinear_resize_matrix(old, new) @ x.flatten()), ref.flatten())
 
 
 @pytest.mark.parametrize(("p0", "p"), [(4, 4), (4, 6), (4, 8), (4, 12), (8, 16), (3, 7)])
@@ -49,8 +49,9 @@ def test_pi_resize_preserves_inner_products_when_upsampling(p0, p):
     w = torch.randn(5, 3, p0, p0, generator=g, dtype=torch.float64)
     x = torch.randn(7, 3, p0, p0, generator=g, dtype=torch.float64)
     w_new = pi_resize_kernel(w, p)  # [5, 3, p, p]
-    x_new = F.interpolate(x, size=(p, p), mode="bilinear", align_corners=False,
-                          antialias=False)  # R x
+    x_new = F.interpolate(
+        x, size=(p, p), mode="bilinear", align_corners=False, antialias=False
+    )  # R x
     lhs = torch.einsum("ochw,bchw->bo", w_new, x_new)  # <R x, w'>
     rhs = torch.einsum("ochw,bchw->bo", w, x)  # <x, w>
     torch.testing.assert_close(lhs, rhs, atol=1e-8, rtol=1e-7)
@@ -96,8 +97,9 @@ def test_pos_embed_resize_shapes():
     assert resize_pos_embed(tower.pos_embed, (8, 8), (8, 8)) is tower.pos_embed
 
 
-@pytest.mark.parametrize(("image_size", "patch_sizes"), [(16, (4, 8)), (32, (8, 16)),
-                                                          (16, (2, 4, 8, 16))])
+@pytest.mark.parametrize(
+    ("image_size", "patch_sizes"), [(16, (4, 8)), (32, (8, 16)), (16, (2, 4, 8, 16))]
+)
 def test_forward_shapes_for_every_patch_size(image_size, patch_sizes):
     tower = _tower(image_size=image_size, patch_sizes=patch_sizes)
     x = torch.randn(2, 3, image_size, image_size)
@@ -131,8 +133,9 @@ def test_invalid_patch_size_names_parameter():
     with pytest.raises(ValueError, match="patch_sizes"):
         ImageTowerConfig(image_size=16, patch_sizes=(4, 6), width=32, depth=1, heads=2)
     with pytest.raises(ValueError, match="base_patch_size"):
-        ImageTowerConfig(image_size=16, patch_sizes=(4, 8), width=32, depth=1, heads=2,
-                         base_patch_size=2)
+        ImageTowerConfig(
+            image_size=16, patch_sizes=(4, 8), width=32, depth=1, heads=2, base_patch_size=2
+        )
 
 
 def test_gradients_reach_base_kernel_at_non_base_patch_size():

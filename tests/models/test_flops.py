@@ -28,8 +28,9 @@ def _measure(fn) -> int:
     ("size", "image_size"), [("tiny", 16), ("tiny", 32), ("small", 16), ("small", 32)]
 )
 def test_analytic_flops_match_flop_counter(size, image_size):
-    cfg = get_model_config(size, image_size=image_size, vocab_size=64, context_length=12,
-                           attention="math")
+    cfg = get_model_config(
+        size, image_size=image_size, vocab_size=64, context_length=12, attention="math"
+    )
     model = build_model(cfg).eval()
     images = torch.randn(BATCH, 3, image_size, image_size)
     tokens = torch.randint(1, 64, (BATCH, cfg.text.context_length))  # full length

@@ -27,8 +27,9 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 def _table(marker: str) -> list[list[str]]:
     text = DOCS.read_text()
     body = text.split(f"<!-- {marker}:begin -->")[1].split(f"<!-- {marker}:end -->")[0]
-    rows = [line.strip().strip("|").split("|") for line in body.splitlines()
-            if line.startswith("|")]
+    rows = [
+        line.strip().strip("|").split("|") for line in body.splitlines() if line.startswith("|")
+    ]
     return [[c.strip() for c in r] for r in rows[2:]]  # skip header and separator
 
 
@@ -52,8 +53,14 @@ def test_default_patch_sizes(image_size, patches):
 
 
 def test_explicit_patch_sizes_and_attention():
-    cfg = get_model_config("small", image_size=32, patch_sizes=[4, 8, 16], vocab_size=10,
-                           context_length=8, attention="math")
+    cfg = get_model_config(
+        "small",
+        image_size=32,
+        patch_sizes=[4, 8, 16],
+        vocab_size=10,
+        context_length=8,
+        attention="math",
+    )
     assert cfg.image.patch_sizes == (4, 8, 16)
     assert cfg.image.attention == cfg.text.attention == "math"
     assert cfg.with_attention("sdpa").image.attention == "sdpa"
@@ -68,27 +75,39 @@ def test_bad_data_fields_name_the_parameter():
     with pytest.raises(ValueError, match="image_size"):
         get_model_config("tiny", image_size=18, vocab_size=10, context_length=8)
     with pytest.raises(ValueError, match="patch_sizes"):
-        get_model_config("tiny", image_size=16, patch_sizes=(5,), vocab_size=10,
-                         context_length=8)
+        get_model_config("tiny", image_size=16, patch_sizes=(5,), vocab_size=10, context_length=8)
     with pytest.raises(ValueError, match="vocab_size"):
         get_model_config("tiny", image_size=16, vocab_size=0, context_length=8)
     with pytest.raises(ValueError, match="context_length"):
         get_model_config("tiny", image_size=16, vocab_size=10, context_length=-1)
     with pytest.raises(ValueError, match="attention"):
-        get_model_config("tiny", image_size=16, vocab_size=10, context_length=8,
-                         attention="fast")
+        get_model_config("tiny", image_size=16, vocab_size=10, context_length=8, attention="fast")
     with pytest.raises(ValueError, match="heads"):
         ImageTowerConfig(image_size=16, patch_sizes=(4,), width=30, depth=1, heads=4)
     with pytest.raises(ValueError, match="depth"):
         TextTowerConfig(vocab_size=10, context_length=4, width=32, depth=0, heads=4)
     with pytest.raises(ValueError, match="text_heads"):
-        ModelSize(image_width=64, image_depth=1, image_heads=2, text_width=64, text_depth=1,
-                  text_heads=3, embed_dim=8)
+        ModelSize(
+            image_width=64,
+            image_depth=1,
+            image_heads=2,
+            text_width=64,
+            text_depth=1,
+            text_heads=3,
+            embed_dim=8,
+        )
 
 
 def test_register_model_size():
-    size = ModelSize(image_width=32, image_depth=1, image_heads=2, text_width=32,
-                     text_depth=1, text_heads=2, embed_dim=16)
+    size = ModelSize(
+        image_width=32,
+        image_depth=1,
+        image_heads=2,
+        text_width=32,
+        text_depth=1,
+        text_heads=2,
+        embed_dim=16,
+    )
     register_model_size("_test_micro", size)
     try:
         with pytest.raises(ValueError, match="already registered"):
@@ -112,15 +131,17 @@ def test_docs_sizes_table_matches_models():
             model = build_model(cfg)
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         assert (_int(image_params), _int(text_params), _int(total)) == (
-            count(model.image), count(model.text), count(model))
+            count(model.image),
+            count(model.text),
+            count(model),
+        )
 
 
 def test_docs_flops_table_matches_formulas():
     rows = _table("flops")
     assert len(rows) == 12
     for name, image_size, patch, tokens, image, text, total in rows:
-        cfg = get_model_config(name, image_size=int(image_size), vocab_size=256,
-                               context_length=16)
+        cfg = get_model_config(name, image_size=int(image_size), vocab_size=256, context_length=16)
         p = int(patch)
         assert int(tokens) == cfg.image.grid(p) ** 2
         assert _int(image) == image_forward_flops(cfg, p)

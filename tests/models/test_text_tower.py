@@ -9,8 +9,9 @@ from curatorch.models import TextTowerConfig, TextTransformer
 
 
 def _tower(attention: str = "sdpa") -> TextTransformer:
-    cfg = TextTowerConfig(vocab_size=40, context_length=16, width=32, depth=2, heads=4,
-                          attention=attention)
+    cfg = TextTowerConfig(
+        vocab_size=40, context_length=16, width=32, depth=2, heads=4, attention=attention
+    )
     return TextTransformer(cfg, embed_dim=24).double()
 
 

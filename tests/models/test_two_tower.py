@@ -58,9 +58,12 @@ def test_training_at_mixed_patch_sizes_reduces_loss(tiny_cfg):
 
     def loss_at(p):
         out = model(images, tokens, p)
-        return sigmoid_contrastive_loss(out["image_emb"], out["text_emb"],
-                                        logit_scale=out["logit_scale"],
-                                        logit_bias=out["logit_bias"])
+        return sigmoid_contrastive_loss(
+            out["image_emb"],
+            out["text_emb"],
+            logit_scale=out["logit_scale"],
+            logit_bias=out["logit_bias"],
+        )
 
     with torch.no_grad():
         start = loss_at(4).item()

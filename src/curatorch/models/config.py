@@ -115,8 +115,7 @@ class TextTowerConfig:
         check_attention(self.attention)
         if not isinstance(self.pad_id, int) or not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(
-                f"`pad_id` must be an int in [0, vocab_size={self.vocab_size}), "
-                f"got {self.pad_id!r}"
+                f"`pad_id` must be an int in [0, vocab_size={self.vocab_size}), got {self.pad_id!r}"
             )
 
 

@@ -88,8 +88,9 @@ def pi_resize_kernel(kernel: Tensor, new_size: int, matrix: Tensor | None = None
     return (flat @ matrix.T).reshape(*lead, new_size, new_size)
 
 
-def resize_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
-                     ) -> Tensor:
+def resize_pos_embed(
+    pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> Tensor:
     """Bilinearly resize a positional embedding ``[1, gh*gw, W]`` to ``[1, nh*nw, W]``."""
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed

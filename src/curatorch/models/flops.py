@@ -40,13 +40,12 @@ def transformer_forward_flops(tokens: int, width: int, depth: int, mlp_ratio: fl
 
 def _check_patch(cfg: ImageTowerConfig, patch_size: int) -> None:
     if patch_size not in cfg.patch_sizes:
-        raise ValueError(
-            f"`patch_size` must be one of {list(cfg.patch_sizes)}, got {patch_size!r}"
-        )
+        raise ValueError(f"`patch_size` must be one of {list(cfg.patch_sizes)}, got {patch_size!r}")
 
 
-def image_forward_flops(cfg: ImageTowerConfig | TwoTowerConfig, patch_size: int,
-                        embed_dim: int | None = None) -> int:
+def image_forward_flops(
+    cfg: ImageTowerConfig | TwoTowerConfig, patch_size: int, embed_dim: int | None = None
+) -> int:
     """Forward FLOPs of the FlexiViT tower for one ``image_size`` image at ``patch_size``.
 
     ``cfg`` may be a :class:`TwoTowerConfig` (``embed_dim`` taken from it) or an
@@ -78,8 +77,7 @@ def pi_resize_flops(cfg: ImageTowerConfig | TwoTowerConfig, patch_size: int) -> 
     return 2 * cfg.width * 3 * p0 * p0 * patch_size * patch_size
 
 
-def text_forward_flops(cfg: TextTowerConfig | TwoTowerConfig,
-                       embed_dim: int | None = None) -> int:
+def text_forward_flops(cfg: TextTowerConfig | TwoTowerConfig, embed_dim: int | None = None) -> int:
     """Forward FLOPs of the text tower for one caption of ``context_length`` tokens."""
     if isinstance(cfg, TwoTowerConfig):
         embed_dim = cfg.embed_dim

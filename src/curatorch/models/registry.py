@@ -45,20 +45,41 @@ def register_model_size(name: str, size: ModelSize, *, overwrite: bool = False) 
 # Tests: a train step at batch 128, 16x16 px, patch 4 takes milliseconds on 2 CPU cores.
 register_model_size(
     "tiny",
-    ModelSize(image_width=64, image_depth=2, image_heads=2,
-              text_width=64, text_depth=2, text_heads=2, embed_dim=64),
+    ModelSize(
+        image_width=64,
+        image_depth=2,
+        image_heads=2,
+        text_width=64,
+        text_depth=2,
+        text_heads=2,
+        embed_dim=64,
+    ),
 )
 # CPU demo.
 register_model_size(
     "small",
-    ModelSize(image_width=128, image_depth=4, image_heads=4,
-              text_width=128, text_depth=2, text_heads=4, embed_dim=128),
+    ModelSize(
+        image_width=128,
+        image_depth=4,
+        image_heads=4,
+        text_width=128,
+        text_depth=2,
+        text_heads=4,
+        embed_dim=128,
+    ),
 )
 # GPU: ViT-B image tower and a SigLIP-B-like text tower.
 register_model_size(
     "base",
-    ModelSize(image_width=768, image_depth=12, image_heads=12,
-              text_width=768, text_depth=12, text_heads=12, embed_dim=768),
+    ModelSize(
+        image_width=768,
+        image_depth=12,
+        image_heads=12,
+        text_width=768,
+        text_depth=12,
+        text_heads=12,
+        embed_dim=768,
+    ),
 )
 
 
