@@ -131,9 +131,11 @@ OTHER_ROWS: list[tuple[str, str, str]] = [
         "tests/data/test_shards.py",
         "Corrupt shard data",
         "`tests/data/test_shards.py`: truncated tar, undecodable image, empty caption, "
-        "non-UTF-8 caption, wrong image mode and size, duplicate key, image without caption "
+        "non-UTF-8 caption, 16-bit image (mode), image past the pixel limit (size), "
+        "duplicate key, image without caption "
         "(each skipped and counted, once across resume and workers); 5% corrupt samples "
-        "(the run completes); past `data.max_corrupt_ratio` (stops naming the shard)",
+        "(the run completes); past `data.max_corrupt_ratio` (stops naming the shard); gray, "
+        "RGBA and other-sized images converted and resized",
     ),
     (
         "tests/train/test_divergence.py",

@@ -7,6 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -354,6 +355,34 @@ def test_truncated_tar_keeps_the_samples_before_the_damage(
     (tmp_path / "empty.tar").write_bytes(b"")
     faults = [list(iter_shard(tmp_path / n, image_size=16)) for n in ("garbage.tar", "empty.tar")]
     assert [[f.reason for f in fs] for fs in faults] == [["truncated_tar"], ["truncated_tar"]]
+
+
+def test_wrong_image_mode_and_oversized_images_are_skipped_and_counted(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gray, palette and other-sized images are converted and resized (see the faulty
+    fixture); a 16-bit image has no faithful RGB conversion and an image past Pillow's
+    decompression-bomb limit is refused: both skipped, counted under their reasons."""
+    wide = np.full((4, 4), 40000, dtype=np.uint16)
+    members = [
+        *_members(world.raw, 0),
+        ("deep.png", _png(Image.fromarray(wide))),  # mode I;16
+        ("deep.txt", b"a sixteen-bit picture"),
+        ("huge.png", _png(Image.new("RGB", (40, 30), (1, 2, 3)))),
+        ("huge.txt", b"a picture past the pixel limit"),
+        *_members(world.raw, 1),
+    ]
+    path = _write_tar(tmp_path / "modes.tar", members)
+    assert Image.open(io.BytesIO(members[2][1])).mode.startswith("I;16")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1200 > 2 x 500: a bomb
+    stream = _stream(world, [str(path)], max_corrupt_ratio=1.0)
+    assert stream.next_batch(2).keys == ["000000000000", "000000000001"]
+    counts = stream.counts()
+    assert counts["skipped_bad_image_mode"] == 1 and counts["skipped_bad_image_size"] == 1
+    assert counts["samples_skipped"] == 2 and counts["samples_ok"] == 2
+    faults = {f.key: f for f in iter_shard(path, image_size=16) if isinstance(f, ShardFault)}
+    assert faults["deep"].reason == "bad_image_mode" and "I;16" in faults["deep"].detail
+    assert faults["huge"].reason == "bad_image_size"
 
 
 def _shards_with_corrupt(world: World, out: Path, corrupt: set[int]) -> list[str]:

@@ -67,8 +67,8 @@ __all__ = [
 FAULT_REASONS = (
     "truncated_tar",  # the tar ends early or is unreadable: the rest of the shard
     "corrupt_image",  # the image bytes do not decode
-    "bad_image_size",  # the image decodes but is too large to open (decompression bomb)
-    "bad_image_mode",  # the image decodes but cannot be converted to RGB
+    "bad_image_size",  # too large to open (decompression bomb) or empty
+    "bad_image_mode",  # no faithful 8-bit RGB conversion (16-bit, float, LAB, ...)
     "empty_caption",  # the caption is empty or whitespace
     "bad_text",  # the caption is not UTF-8
     "duplicate_key",  # a key seen before in the same shard
@@ -342,10 +342,25 @@ def _shard_groups(path: str) -> Iterator[_Group | _Damage]:
         yield _Group(index, key, members, duplicate)  # type: ignore[arg-type]
 
 
+# 8-bit colour and gray modes with a faithful RGB conversion. Others (16-bit and 32-bit
+# gray "I;16"/"I", float "F", "LAB", "HSV", ...) would be clipped or reinterpreted into
+# images unlike the source: such samples are skipped as bad_image_mode.
+_RGB_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+)
+
+
 def _decode_image(data: bytes, image_size: int) -> torch.Tensor | tuple[str, str]:
-    """Image bytes -> uint8 ``[3, S, S]`` RGB (resized bilinearly), or ``(reason, detail)``."""
+    """Image bytes -> uint8 ``[3, S, S]`` RGB (resized bilinearly), or ``(reason, detail)``.
+
+    Gray, palette and alpha images are converted to RGB and other sizes resized; an image
+    in a mode without a faithful 8-bit RGB conversion is ``bad_image_mode``, one past
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) ``bad_image_size``.
+    """
     try:
         with Image.open(io.BytesIO(data)) as pil:
+            if pil.mode not in _RGB_MODES:
+                return "bad_image_mode", f"mode {pil.mode} has no faithful 8-bit RGB conversion"
             pil.load()
             try:
                 rgb = pil.convert("RGB")
