@@ -210,3 +210,53 @@ def test_smoke_config_learns_from_exported_shards(tmp_path: Path, capsys) -> Non
     assert final["step"] == 200 and final["examples_seen"] == 200 * 128
     assert final["data_samples_skipped"] == 0
     assert final["zeroshot_acc"] > 3 * chance, final
+
+
+def _corrupt_every(shard: Path, every: int) -> int:
+    """Rewrite ``shard`` with the image of every ``every``-th sample replaced by garbage."""
+    import io
+    import tarfile
+
+    with tarfile.open(shard) as tf:
+        members = [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()]  # type: ignore[union-attr]
+    images = [i for i, (name, _) in enumerate(members) if name.endswith(".png")]
+    broken = images[::every]
+    for i in broken:
+        members[i] = (members[i][0], b"not a png")
+    with tarfile.open(shard, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return len(broken)
+
+
+def test_training_on_corrupt_shards_completes_or_stops_naming_the_shard(
+    setup: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """5% corrupt images: the run completes and the metrics count the skipped samples.
+    A shard past ``data.max_corrupt_ratio``: the run stops (exit 1) with a message that
+    names the shard, the step and the last good checkpoint."""
+    cfg = setup["cfg"]
+    shards = tmp_path / "shards"
+    export = ["data", "export-shards", str(cfg), "--out", str(shards), "--no-progress"]
+    assert main([*export, "--samples-per-shard", "100"]) == 0
+    broken = sum(_corrupt_every(shards / f"{i:06d}.tar", 20) for i in range(3))
+    assert broken == 15  # 5% of 300
+    pattern = f"data.shards='{shards}/{{000000..000002}}.tar'"
+    run = tmp_path / "run5"
+    args = ["train", str(cfg), "--out", str(run), "--no-progress", "--set", pattern]
+    steps = ["--set", "train.steps=24", "--set", "train.eval_every=24"]
+    assert main([*args, *steps, "--set", "train.checkpoint_every=8"]) == 0
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["step"] == 24 and final["data_skipped_corrupt_image"] >= 15
+    assert final["data_samples_skipped"] == final["data_skipped_corrupt_image"]
+
+    _corrupt_every(shards / "000001.tar", 1)  # every image of the second shard
+    capsys.readouterr()
+    run = tmp_path / "run_bad"
+    args = ["train", str(cfg), "--out", str(run), "--no-progress", "--set", pattern]
+    assert main([*args, *steps, "--set", "train.checkpoint_every=4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "000001.tar" in err and "data.max_corrupt_ratio" in err, err
+    assert "last good checkpoint" in err and "step_0000000" in err, err
