@@ -124,6 +124,14 @@ TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
         "random bytes as a TOML file",
         [""],
     ),
+    (
+        "tests/test_shards_cli.py",
+        "Corrupt shards in a training run",
+        "`curatorch train` on exported shards with every 20th image replaced by garbage "
+        "(completes, skips in the metrics), then with a whole shard corrupt (exit 1 naming "
+        "shard, step and last good checkpoint)",
+        ["corrupt_shards"],
+    ),
 ]
 
 OTHER_ROWS: list[tuple[str, str, str]] = [
