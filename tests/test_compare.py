@@ -119,6 +119,8 @@ def test_overrides_for_both_tables_and_quick() -> None:
         (lambda r: r["compare"].update(metric="loss"), "compare.metric"),
         (lambda r: r["compare"].update(baseline="nope"), "compare.baseline"),
         (lambda r: r["compare"].update(seeds=[0, 0]), "compare.seeds"),
+        (lambda r: r["compare"].update(workers=0), "compare.workers"),
+        (lambda r: r["compare"].update(workers="2"), "compare.workers"),
         (lambda r: r["compare"]["strategies"][1]["strategy"].update(bogus=1), "strategy.bogus"),
         (lambda r: r["compare"]["strategies"].append({"name": "iid"}), "unique"),
         (lambda r: r.update(bogus={}), "[bogus]"),
@@ -226,6 +228,25 @@ def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     rc = main(["compare", str(cfg), "--out", str(out), "--no-progress", "--set", "train.steps=5"])
     assert rc == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_parallel_workers_give_the_same_runs(tmp_path: Path, capsys) -> None:
+    """``compare.workers = 2`` trains the runs in two processes: every curve, final score
+    and speedup equals the one-after-another comparison's."""
+    cfg = tmp_path / "cmp.toml"
+    cfg.write_text(TINY)
+    results = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        args = ["compare", str(cfg), "--out", str(out), "--no-progress"]
+        args += ["--set", "compare.analyze=false", "--set", f"compare.workers={workers}"]
+        args += ["--set", 'compare.only=["jest"]']
+        assert main(args) == 0
+        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        res = json.loads((out / "results.json").read_text())
+        results.append((last, res["curves"]))
+    assert results[0] == results[1]
+    assert set(results[0][1]) == {"iid", "jest"}
 
 
 def test_demo_quick_with_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

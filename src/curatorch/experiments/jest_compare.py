@@ -110,6 +110,9 @@ class CompareSection:
         analyze: write the Figure-2 selection plots (learnability matrix, vs chunks, vs
             filter ratio) with the baseline's seed-0 learner.
         analyze_seeds: seeds averaged per point of those plots.
+        workers: runs trained at once, each in its own process (1 = one after another in
+            this process). Every run is the same whatever the count: set it to the number
+            of cores when ``train.threads = 1``.
         quick: ``section.key=value`` overrides applied by ``--quick``.
     """
 
@@ -124,6 +127,7 @@ class CompareSection:
     reference_model: str = ""
     analyze: bool = True
     analyze_seeds: int = 2
+    workers: int = 1
     quick: tuple[str, ...] = ()
 
     @property
@@ -164,6 +168,8 @@ class CompareSection:
                 raise ConfigError(f"compare.{key} must be >= 0, got {getattr(self, key)}")
         if self.analyze_seeds < 1:
             raise ConfigError(f"compare.analyze_seeds must be >= 1, got {self.analyze_seeds}")
+        if self.workers < 1:
+            raise ConfigError(f"compare.workers must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,7 @@ def _section_from_dict(raw: Mapping[str, Any]) -> CompareSection:
             kw[key] = tuple(
                 _check_type(v, str, f"{k}[{i}]", "a string") for i, v in enumerate(value)
             )
-        elif key in ("reference_steps", "reference_batch_size", "analyze_seeds"):
+        elif key in ("reference_steps", "reference_batch_size", "analyze_seeds", "workers"):
             kw[key] = _check_type(value, int, k, "an integer")
         elif key == "analyze":
             kw[key] = _check_type(value, bool, k, "a boolean")
@@ -542,6 +548,57 @@ def _analyze(
     )
 
 
+_WORKER_WORLDS: dict[str, World] = {}
+
+
+def _train_job(cfg: ExperimentConfig, run_dir: Path, overwrite: bool) -> dict[str, Any]:
+    """One run of a comparison in a worker process (the world is built once per process)."""
+    key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
+    if key not in _WORKER_WORLDS:
+        _WORKER_WORLDS.clear()
+        _WORKER_WORLDS[key] = build_world(cfg.data)
+    return _train(
+        cfg,
+        run_dir,
+        resume=not overwrite,
+        overwrite=overwrite,
+        progress=False,
+        world=_WORKER_WORLDS[key],
+    )
+
+
+def _train_in_processes(
+    jobs: Sequence[tuple[StrategyRun, int, ExperimentConfig]],
+    run_dirs: Mapping[tuple[str, int], Path],
+    *,
+    workers: int,
+    overwrite: bool,
+    done: Callable[[int, StrategyRun, int, dict[str, Any], float], None],
+) -> None:
+    """Train ``jobs`` in ``workers`` spawned processes; ``done`` is called as each ends.
+
+    Each run is exactly the run it would be in this process (its own seeds, threads and
+    folder); only the order in which they finish changes. A failed run stops the rest.
+    """
+    import concurrent.futures as cf
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        started: dict[cf.Future, tuple[StrategyRun, int, float]] = {}
+        for st, seed, cfg in jobs:
+            fut = pool.submit(_train_job, cfg, run_dirs[(st.name, seed)], overwrite)
+            started[fut] = (st, seed, time.perf_counter())
+        try:
+            for k, fut in enumerate(cf.as_completed(started), start=1):
+                st, seed, t0 = started[fut]
+                done(k, st, seed, fut.result(), time.perf_counter() - t0)
+        except BaseException:
+            for fut in started:
+                fut.cancel()
+            raise
+
+
 def run_compare(
     cc: CompareConfig,
     out: str | os.PathLike[str],
@@ -567,35 +624,43 @@ def run_compare(
         cc, out, world=world, overwrite=overwrite, progress=progress
     )
     strategies = c.active
-    total = len(strategies) * len(c.seeds)
     metrics = list(TARGET_METRICS)
-    curves: dict[str, dict[str, list[float]]] = {}
-    walls: dict[str, list[float]] = {}
-    configs: dict[str, Any] = {}
-    k = 0
-    for st in strategies:
-        records: dict[int, list[dict[str, Any]]] = {}
-        walls[st.name] = []
-        for seed in c.seeds:
-            k += 1
-            cfg = _with_reference(cc.runs[st.name][seed], reference)
-            run_dir = out / "runs" / st.name / f"seed{seed}"
+    jobs = [
+        (st, seed, _with_reference(cc.runs[st.name][seed], reference))
+        for st in strategies
+        for seed in c.seeds
+    ]
+    done: dict[tuple[str, int], float] = {}  # (strategy, seed) -> wall seconds
+
+    def finished(k: int, st: StrategyRun, seed: int, summary: dict[str, Any], wall: float):
+        done[(st.name, seed)] = float(summary.get("wall_s", wall))
+        log(
+            f"[{k}/{len(jobs)}] {st.title} seed {seed}: {c.metric} "
+            f"{summary[c.metric]:.4f} ({done[(st.name, seed)]:.0f} s)"
+        )
+
+    run_dirs = {(st.name, seed): out / "runs" / st.name / f"seed{seed}" for st, seed, _ in jobs}
+    if c.workers > 1 and len(jobs) > 1:
+        _train_in_processes(jobs, run_dirs, workers=c.workers, overwrite=overwrite, done=finished)
+    else:
+        for k, (st, seed, cfg) in enumerate(jobs, start=1):
             t0 = time.perf_counter()
             summary = _train(
                 cfg,
-                run_dir,
+                run_dirs[(st.name, seed)],
                 resume=not overwrite,
                 overwrite=overwrite,
                 progress=progress,
                 world=world,
             )
-            walls[st.name].append(float(summary.get("wall_s", time.perf_counter() - t0)))
-            records[seed] = _read_metrics(run_dir)
-            log(
-                f"[{k}/{total}] {st.title} seed {seed}: {c.metric} "
-                f"{summary[c.metric]:.4f} ({time.perf_counter() - t0:.0f} s)"
-            )
-        configs[st.name] = config_to_dict(cfg)
+            finished(k, st, seed, summary, time.perf_counter() - t0)
+    curves: dict[str, dict[str, list[float]]] = {}
+    walls: dict[str, list[float]] = {}
+    configs: dict[str, Any] = {}
+    for st in strategies:
+        records = {seed: _read_metrics(run_dirs[(st.name, seed)]) for seed in c.seeds}
+        walls[st.name] = [done[(st.name, seed)] for seed in c.seeds]
+        configs[st.name] = config_to_dict(cc.runs[st.name][c.seeds[-1]])
         curves[st.name] = aggregate_runs(records, metrics)
     summary = summarize(curves, baseline=c.baseline, metric=c.metric)
     labels = {s.name: s.title for s in strategies}
