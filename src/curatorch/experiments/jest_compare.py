@@ -551,8 +551,11 @@ def _analyze(
 _WORKER_WORLDS: dict[str, World] = {}
 
 
-def _train_job(cfg: ExperimentConfig, run_dir: Path, overwrite: bool) -> dict[str, Any]:
-    """One run of a comparison in a worker process (the world is built once per process)."""
+def _train_job(
+    cfg: ExperimentConfig, run_dir: Path, overwrite: bool, job: int, steps: Any
+) -> dict[str, Any]:
+    """One run of a comparison in a worker process (the world is built once per process);
+    each evaluation puts ``(job, step)`` on the ``steps`` queue (``None``: no reports)."""
     key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
     if key not in _WORKER_WORLDS:
         _WORKER_WORLDS.clear()
@@ -564,6 +567,7 @@ def _train_job(cfg: ExperimentConfig, run_dir: Path, overwrite: bool) -> dict[st
         overwrite=overwrite,
         progress=False,
         world=_WORKER_WORLDS[key],
+        on_eval=None if steps is None else (lambda r: steps.put((job, int(r["step"])))),
     )
 
 
@@ -573,30 +577,74 @@ def _train_in_processes(
     *,
     workers: int,
     overwrite: bool,
+    progress: bool,
     done: Callable[[int, StrategyRun, int, dict[str, Any], float], None],
 ) -> None:
     """Train ``jobs`` in ``workers`` spawned processes; ``done`` is called as each ends.
 
     Each run is exactly the run it would be in this process (its own seeds, threads and
     folder); only the order in which they finish changes. A failed run stops the rest.
+    With ``progress``, one bar counts the training steps of all runs (updated at every
+    evaluation).
     """
     import concurrent.futures as cf
     import multiprocessing
+    import queue
+
+    from tqdm.auto import tqdm
 
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        started: dict[cf.Future, tuple[StrategyRun, int, float]] = {}
-        for st, seed, cfg in jobs:
-            fut = pool.submit(_train_job, cfg, run_dirs[(st.name, seed)], overwrite)
-            started[fut] = (st, seed, time.perf_counter())
-        try:
-            for k, fut in enumerate(cf.as_completed(started), start=1):
-                st, seed, t0 = started[fut]
-                done(k, st, seed, fut.result(), time.perf_counter() - t0)
-        except BaseException:
-            for fut in started:
-                fut.cancel()
-            raise
+    manager = ctx.Manager() if progress else None
+    steps = manager.Queue() if manager is not None else None
+    bar = tqdm(
+        total=sum(cfg.train.steps for _, _, cfg in jobs),
+        desc=f"{len(jobs)} runs, {workers} at a time",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    seen = [0] * len(jobs)
+
+    def drain() -> None:
+        while steps is not None:
+            try:
+                job, step = steps.get_nowait()
+            except queue.Empty:
+                return
+            bar.update(max(step - seen[job], 0))
+            seen[job] = max(seen[job], step)
+
+    try:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            started: dict[cf.Future, tuple[int, float]] = {}
+            for j, (st, seed, cfg) in enumerate(jobs):
+                fut = pool.submit(_train_job, cfg, run_dirs[(st.name, seed)], overwrite, j, steps)
+                started[fut] = (j, time.perf_counter())
+            pending, k = set(started), 0
+            try:
+                while pending:
+                    finished, pending = cf.wait(
+                        pending, timeout=0.5, return_when=cf.FIRST_COMPLETED
+                    )
+                    drain()
+                    for fut in sorted(finished, key=lambda f: started[f][0]):
+                        j, t0 = started[fut]
+                        st, seed, cfg = jobs[j]
+                        summary = fut.result()
+                        k += 1
+                        bar.update(max(cfg.train.steps - seen[j], 0))
+                        seen[j] = cfg.train.steps
+                        bar.clear()
+                        done(k, st, seed, summary, time.perf_counter() - t0)
+                        bar.refresh()
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
+    finally:
+        bar.close()
+        if manager is not None:
+            manager.shutdown()
 
 
 def run_compare(
@@ -641,7 +689,14 @@ def run_compare(
 
     run_dirs = {(st.name, seed): out / "runs" / st.name / f"seed{seed}" for st, seed, _ in jobs}
     if c.workers > 1 and len(jobs) > 1:
-        _train_in_processes(jobs, run_dirs, workers=c.workers, overwrite=overwrite, done=finished)
+        _train_in_processes(
+            jobs,
+            run_dirs,
+            workers=c.workers,
+            overwrite=overwrite,
+            progress=progress,
+            done=finished,
+        )
     else:
         for k, (st, seed, cfg) in enumerate(jobs, start=1):
             t0 = time.perf_counter()
