@@ -765,7 +765,8 @@ def run_compare(
         "run_wall_s": {k: round(sum(v), 1) for k, v in walls.items()},
         "wall_s": round(time.perf_counter() - t_start, 1),
         "command": command,
-        "threads": torch.get_num_threads(),
+        "threads": cc.base.train.threads or torch.get_num_threads(),
+        "workers": c.workers,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "plots": plots,
     }

@@ -173,8 +173,9 @@ def compare_markdown(results: Mapping[str, Any]) -> str:
             "|---|---|",
             *(f"| {results.get('labels', {}).get(k, k)} | {v:.0f} |" for k, v in timing.items()),
             "",
-            f"Total: {results.get('wall_s', 0):.0f} s on {results.get('threads')} threads "
-            f"(load average at the end: {results.get('load_average')}).",
+            f"Total: {results.get('wall_s', 0):.0f} s wall, "
+            f"{results.get('workers', 1)} run(s) at a time with {results.get('threads')} "
+            f"thread(s) each (load average at the end: {results.get('load_average')}).",
             "",
         ]
     if results.get("command"):
