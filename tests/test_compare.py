@@ -268,7 +268,7 @@ def test_cli_config_error_exit_2(tmp_path: Path) -> None:
     assert main(["compare", str(cfg), "--out", str(tmp_path / "o")]) == 2
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "paper_sweep.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "paper_sweep.toml", "flexi_fine_patches.toml"])
 @pytest.mark.parametrize("quick", [False, True])
 def test_shipped_compare_configs_load(name: str, quick: bool) -> None:
     from curatorch.experiments.jest_compare import load_compare_config
