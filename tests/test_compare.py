@@ -247,6 +247,11 @@ def test_parallel_workers_give_the_same_runs(tmp_path: Path, capsys) -> None:
         results.append((last, res["curves"]))
     assert results[0] == results[1]
     assert set(results[0][1]) == {"iid", "jest"}
+    # a run failing in a worker (here: another budget in the same folder) is one line, exit 2
+    args = ["compare", str(cfg), "--out", str(tmp_path / "w2"), "--no-progress"]
+    args += ["--set", "compare.workers=2", "--set", "train.steps=5"]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_demo_quick_with_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
