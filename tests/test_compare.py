@@ -221,6 +221,8 @@ def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     res = json.loads((out / "results.json").read_text())
     assert res["curves"]["jest"]["flops_total"][-1] > res["curves"]["iid"]["flops_total"][-1]
     assert res["curves"]["jest"]["examples_seen"] == res["curves"]["iid"]["examples_seen"]
+    # the recorded configs name the reference the runs used, not the parser's placeholder
+    assert res["configs"]["jest"]["strategy"]["reference"] == str(out / "reference-cache")
     # a second call reuses the finished runs
     assert main(["compare", str(cfg), "--out", str(out), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result

@@ -688,6 +688,7 @@ def run_compare(
         )
 
     run_dirs = {(st.name, seed): out / "runs" / st.name / f"seed{seed}" for st, seed, _ in jobs}
+    run_cfgs = {(st.name, seed): cfg for st, seed, cfg in jobs}  # with the reference filled in
     if c.workers > 1 and len(jobs) > 1:
         _train_in_processes(
             jobs,
@@ -715,7 +716,7 @@ def run_compare(
     for st in strategies:
         records = {seed: _read_metrics(run_dirs[(st.name, seed)]) for seed in c.seeds}
         walls[st.name] = [done[(st.name, seed)] for seed in c.seeds]
-        configs[st.name] = config_to_dict(cc.runs[st.name][c.seeds[-1]])
+        configs[st.name] = config_to_dict(run_cfgs[(st.name, c.seeds[-1])])
         curves[st.name] = aggregate_runs(records, metrics)
     summary = summarize(curves, baseline=c.baseline, metric=c.metric)
     labels = {s.name: s.title for s in strategies}

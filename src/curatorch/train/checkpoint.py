@@ -36,6 +36,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "CheckpointWriteError",
+    "atomic_temp_glob",
     "atomic_write_text",
     "find_checkpoint",
     "latest_checkpoint",
@@ -104,8 +105,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def atomic_temp_glob(name: str) -> str:
+    """The glob of the temporary files :func:`atomic_write_text` writes for a file called
+    ``name`` (in the same folder): what a process killed mid-write leaves behind."""
+    return f".{name}.*.tmp"
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename
+    (the temporary file matches :func:`atomic_temp_glob`)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -232,7 +240,7 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
     for leftover in root.glob(".step_*.tmp"):  # folders of a crashed earlier write
         shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in root.glob(f".{_LATEST}.*.tmp"):  # and pointer files
+    for leftover in root.glob(atomic_temp_glob(_LATEST)):  # and pointer files
         leftover.unlink(missing_ok=True)
     return final
 

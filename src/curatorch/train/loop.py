@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from curatorch.losses import sigmoid_contrastive_loss_sharded
 from curatorch.models import TwoTower, TwoTowerConfig, build_model, two_tower_forward_flops
 from curatorch.train.checkpoint import (
     CheckpointError,
+    atomic_temp_glob,
     atomic_write_text,
     latest_checkpoint,
     restore_training_state,
@@ -100,7 +102,7 @@ _WRITE_PROBE = ".curatorch-write-test"
 def _is_start_leftover(name: str) -> bool:
     """What a kill inside :func:`prepare_run_dir` can leave: the write probe or the
     temporary file of an unfinished ``config.json``."""
-    return name == _WRITE_PROBE or (name.startswith(".config.json.") and name.endswith(".tmp"))
+    return name == _WRITE_PROBE or fnmatch.fnmatchcase(name, atomic_temp_glob("config.json"))
 
 
 def prepare_run_dir(
