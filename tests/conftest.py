@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import settings
+
+from tests.helpers import PARETO_TINY, TINY
 
 # property tests (tests/fuzz) draw the same examples on every run: deterministic CI, no
 # example database; HYPOTHESIS_PROFILE=explore draws fresh random examples
@@ -27,3 +30,19 @@ def _seed_everything() -> None:
 @pytest.fixture
 def device() -> str:
     return os.environ.get("CURATORCH_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def tiny_cfg_file(tmp_path: Path) -> Path:
+    """``tests.helpers.TINY`` written to a file (two-tower training, 6 steps)."""
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY)
+    return f
+
+
+@pytest.fixture
+def pareto_cfg_file(tmp_path: Path) -> Path:
+    """``tests.helpers.PARETO_TINY`` written to a file (multimodal classifier, 12 steps)."""
+    f = tmp_path / "p.toml"
+    f.write_text(PARETO_TINY)
+    return f

@@ -26,10 +26,10 @@ FIELDS = [
     for section, cls in _SECTIONS.items()
     for f in dataclasses.fields(cls)
 ]
-PARETO_FIELDS = [
-    (section, f.name, typing.get_type_hints(cls)[f.name])
-    for section, cls in PARETO_SECTIONS.items()
-    for f in dataclasses.fields(cls)
+PARETO_FIELDS = [  # the schema's sections are default instances ([optim], [train])
+    (section, f.name, typing.get_type_hints(type(default))[f.name])
+    for section, default in PARETO_SECTIONS.items()
+    for f in dataclasses.fields(default)
 ]
 
 values = st.one_of(

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from curatorch.cli import main
-from tests.pareto.test_cli import TINY as PARETO_TINY
-from tests.test_cli import TINY
+from tests.helpers import PARETO_TINY, TINY
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kill_resume.py"
 

@@ -19,10 +19,9 @@ import pytest
 from safetensors import SafetensorError
 
 from curatorch.cli import main
-from curatorch.train import checkpoint, loop, records
+from curatorch.train import checkpoint, contrastive, records
 from curatorch.train.checkpoint import CheckpointWriteError, latest_checkpoint, load_checkpoint
-from tests.pareto.test_cli import TINY as PARETO_TINY
-from tests.test_cli import TINY
+from tests.helpers import PARETO_TINY, TINY
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -57,7 +56,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(loop, "build_world", refuse)
+    monkeypatch.setattr(contrastive, "build_world", refuse)
 
 
 def _fail_probe(monkeypatch, error: OSError) -> None:

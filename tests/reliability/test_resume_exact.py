@@ -1,6 +1,7 @@
 """A run interrupted between checkpoints and resumed writes exactly the metrics of an
 uninterrupted run, for both trainers, when the evaluation and checkpoint cadences do not
-align (the resumed run must carry the training-loss sums of a partial window)."""
+align (the resumed run must carry the training-loss sums of a partial window). Both tasks
+run in the one loop, so the interruption is injected there."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from curatorch.cli import main
-from tests.pareto.test_cli import TINY as PARETO_TINY
-from tests.test_cli import TINY
+from tests.helpers import PARETO_TINY, TINY
 
 # evaluations every 3 steps, checkpoints every 2: a checkpoint at step 4 falls inside the
 # window of the step-6 evaluation
@@ -43,7 +43,7 @@ def _interrupt_after(monkeypatch, module, step: int) -> None:
 
 @pytest.mark.parametrize("trainer", ["two-tower", "pareto"])
 def test_interrupted_and_resumed_metrics_are_identical(tmp_path: Path, monkeypatch, trainer):
-    from curatorch.train import loop, multimodal
+    from curatorch.train import loop
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY if trainer == "two-tower" else PARETO_TINY)
@@ -57,7 +57,7 @@ def test_interrupted_and_resumed_metrics_are_identical(tmp_path: Path, monkeypat
     # interrupted right after the step-6 evaluation, before its checkpoint: the resume
     # starts from step 4, inside the window of the step-6 evaluation (steps 4-6)
     part = tmp_path / "part"
-    _interrupt_after(monkeypatch, loop if trainer == "two-tower" else multimodal, 6)
+    _interrupt_after(monkeypatch, loop, 6)
     assert main(args(part)) == 130
     monkeypatch.undo()
     assert (part / "checkpoints" / "latest").read_text().strip() == "step_00000004"

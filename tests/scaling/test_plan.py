@@ -11,7 +11,7 @@ from curatorch.scaling import (
     find_params,
     plan_filters,
 )
-from tests.scaling.test_law import REFERENCE_UTILITY
+from tests.scaling.helpers import REFERENCE_UTILITY
 
 PUBLISHED = "/work/shared/data/scaling/parameter_values.jsonl"
 NAMES = [

@@ -1,5 +1,6 @@
 """Divergence: a NaN/inf loss or gradient stops the run naming the step and the last good
-checkpoint, or (train.on_nonfinite = "skip") skips that update; no NaN reaches a checkpoint."""
+checkpoint, or (train.on_nonfinite = "skip") skips that update; no NaN reaches a checkpoint.
+The policy is the one loop's: the same for the contrastive and the multimodal task."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import curatorch.train.loop as loop
+import curatorch.train.contrastive as contrastive
 from curatorch.cli import main
 from curatorch.train import load_config, train
 from curatorch.train.checkpoint import latest_checkpoint, load_checkpoint
 from curatorch.train.loop import TrainingError
-from tests.test_cli import TINY
+from tests.helpers import TINY
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def cfg_file(tmp_path: Path) -> Path:
 
 def _poison_loss(monkeypatch, *, at_calls: set[int], value: float) -> None:
     """Make the training loss non-finite on the given (1-based) training steps."""
-    real = loop.sigmoid_contrastive_loss_sharded
+    real = contrastive.sigmoid_contrastive_loss_sharded
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -35,7 +36,7 @@ def _poison_loss(monkeypatch, *, at_calls: set[int], value: float) -> None:
         loss = real(*args, **kwargs)
         return loss * value if calls["n"] in at_calls else loss
 
-    monkeypatch.setattr(loop, "sigmoid_contrastive_loss_sharded", poisoned)
+    monkeypatch.setattr(contrastive, "sigmoid_contrastive_loss_sharded", poisoned)
 
 
 def _assert_checkpoints_finite(run: Path) -> None:
@@ -66,7 +67,7 @@ def test_nonfinite_loss_cli_exit_code_and_message(cfg_file, tmp_path, monkeypatc
 
 
 def test_nonfinite_gradient_stops(cfg_file, tmp_path, monkeypatch):
-    real_build = loop.build_model
+    real_build = contrastive.build_model
     calls = {"n": 0}
 
     def build(cfg):
@@ -79,7 +80,7 @@ def test_nonfinite_gradient_stops(cfg_file, tmp_path, monkeypatch):
         model.logit_bias.register_hook(hook)
         return model
 
-    monkeypatch.setattr(loop, "build_model", build)
+    monkeypatch.setattr(contrastive, "build_model", build)
     with pytest.raises(TrainingError, match=r"non-finite gradient .* at step 2"):
         train(load_config(cfg_file), tmp_path / "run", progress=False)
 
@@ -115,3 +116,46 @@ def test_on_nonfinite_is_validated(cfg_file):
 
     with pytest.raises(ConfigError, match=r"train\.on_nonfinite"):
         load_config(cfg_file, ["train.on_nonfinite=ignore"])
+
+
+def _pareto_cfg(*overrides: str):
+    from curatorch.train.multimodal import load_pareto_config
+
+    root = Path(__file__).resolve().parents[2]
+    base = ["train.steps=6", "train.eval_every=3", "train.checkpoint_every=2", "train.threads=1"]
+    return load_pareto_config(root / "configs" / "pareto.toml", [*base, *overrides])
+
+
+def _poison_multimodal(monkeypatch, *, at_calls: set[int]) -> None:
+    from curatorch.train.multimodal import MultimodalClassifierTask
+
+    real = MultimodalClassifierTask.losses
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        terms = real(self, batch)
+        if calls["n"] in at_calls:
+            terms["multimodal"] = terms["multimodal"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(MultimodalClassifierTask, "losses", poisoned)
+
+
+def test_multimodal_nonfinite_loss_stops_naming_the_checkpoint(tmp_path, monkeypatch):
+    from curatorch.train.multimodal import train_pareto
+
+    _poison_multimodal(monkeypatch, at_calls={5})
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"non-finite loss .* step 5 .*step_00000004"):
+        train_pareto(_pareto_cfg(), run, progress=False)
+    _assert_checkpoints_finite(run)
+
+
+def test_multimodal_skip_mode_counts_skipped_steps(tmp_path, monkeypatch):
+    from curatorch.train.multimodal import train_pareto
+
+    _poison_multimodal(monkeypatch, at_calls={2})
+    summary = train_pareto(_pareto_cfg("train.on_nonfinite=skip"), tmp_path / "run", progress=False)
+    assert summary["step"] == 6 and summary["skipped_steps"] == 1
+    assert math.isfinite(summary["train_loss"])

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from curatorch.cli.common import add_set_option
+from curatorch.cli.common import add_set_option, config_path, output_dir, output_file
 
 __all__ = ["register"]
 
@@ -17,7 +17,9 @@ def register(sub: Any) -> None:
     p_data = sub.add_parser("data", help="inspect the built-in data")
     data_sub = p_data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data_sub.add_parser("preview", help="a PNG grid of pairs with captions and noise labels")
-    p.add_argument("config", type=Path, help="experiment config (TOML)")
+    p.add_argument(
+        "config", type=Path, help="experiment config: a TOML file or a shipped name (smoke)"
+    )
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--pool", choices=("raw", "curated"), default="raw")
     p.add_argument("-n", type=int, default=16, help="number of pairs (default 16)")
@@ -28,7 +30,9 @@ def register(sub: Any) -> None:
         "export-shards",
         help="write a world's pool as WebDataset tar shards (img2dataset layout)",
     )
-    p.add_argument("config", type=Path, help="experiment config (TOML)")
+    p.add_argument(
+        "config", type=Path, help="experiment config: a TOML file or a shipped name (smoke)"
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for 000000.tar, 000001.tar ...")
     p.add_argument(
         "--pool",
@@ -50,11 +54,11 @@ def _preview(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(config_path(args.config), args.overrides)
+    output_file(args.out)
     world = build_world(cfg.data)
     data = world.curated if args.pool == "curated" else world.raw
     n = min(args.n, len(data))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     preview_grid(data, args.out, n=n, seed=cfg.data.seed)
     print(json.dumps({"preview": str(args.out), "pool": args.pool, "n": n}))
     return 0
@@ -66,7 +70,8 @@ def _export_shards(args: argparse.Namespace) -> int:
 
     if args.samples_per_shard < 1:
         raise ValueError(f"--samples-per-shard must be >= 1, got {args.samples_per_shard}")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(config_path(args.config), args.overrides)
+    output_dir(args.out)
     pool = args.pool or cfg.data.pool
     world = build_world(cfg.data)
     names = ("raw", "curated") if pool == "both" else (pool,)

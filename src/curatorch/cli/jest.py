@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from curatorch.cli.common import add_set_option
+from curatorch.cli.common import add_set_option, config_path, output_dir
 
 __all__ = ["register"]
 
@@ -22,7 +22,12 @@ def register(sub: Any) -> None:
         "analyze",
         help="learnability matrix of a super-batch and how much of it each sampler captures",
     )
-    p.add_argument("config", type=Path, help="experiment config with strategy.reference set")
+    p.add_argument(
+        "config",
+        type=Path,
+        help="experiment config with strategy.reference set (a cache, a checkpoint, or "
+        '"curated": train one into OUT/reference and cache it in OUT/reference-cache)',
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for the plots and JSON")
     p.add_argument(
         "--learner",
@@ -41,14 +46,30 @@ def _analyze(args: argparse.Namespace) -> int:
     from curatorch.data import build_world
     from curatorch.experiments.jest_analysis import analyze_selection
     from curatorch.train import ConfigError, load_config, train
+    from curatorch.train.contrastive import AUTO_REFERENCE
+    from curatorch.train.reference import curated_reference_config, obtain_reference
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(config_path(args.config), args.overrides)
     if not cfg.strategy.reference:
-        raise ConfigError("strategy.reference must name a reference cache or checkpoint")
+        raise ConfigError(
+            'strategy.reference must name a reference cache or checkpoint, or be "curated"'
+        )
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    output_dir(args.out)
     world = build_world(cfg.data)
+    reference = cfg.strategy.reference
+    if reference == AUTO_REFERENCE:  # the reference a run of this config would train
+        reference = str(
+            obtain_reference(
+                args.out,
+                data=cfg.data,
+                world=world,
+                recipe=curated_reference_config(cfg),
+                device=cfg.train.device,
+                progress=not args.no_progress,
+            ).cache
+        )
     learner = args.learner
     if learner is None:
         learner = args.out / "learner"
@@ -59,7 +80,7 @@ def _analyze(args: argparse.Namespace) -> int:
         cfg,
         world=world,
         learner=learner,
-        reference=cfg.strategy.reference,
+        reference=reference,
         out=args.out,
         super_batch=args.super_batch,
         seeds=args.seeds,

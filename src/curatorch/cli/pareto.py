@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from curatorch.cli.common import add_set_option
+from curatorch.cli.common import (
+    COMPARISON_EPILOG,
+    add_set_option,
+    config_path,
+    distributed_context,
+    end_distributed,
+)
 
 __all__ = ["register"]
 
@@ -23,9 +29,10 @@ def register(sub: Any) -> None:
         ("train", _train, "train one multimodal classifier from a TOML config"),
         ("compare", _compare, "methods x seeds plus unimodal-alone models -> report"),
     ):
-        a = actions.add_parser(name, help=help_text)
+        epilog = COMPARISON_EPILOG if name == "compare" else None
+        a = actions.add_parser(name, help=help_text, epilog=epilog)
         a.add_argument(
-            "config", type=Path, help="experiment config (TOML), e.g. configs/pareto.toml"
+            "config", type=Path, help="experiment config: a TOML file or a shipped name (pareto)"
         )
         a.add_argument("--out", type=Path, required=True, help="run folder")
         add_set_option(a)
@@ -43,18 +50,22 @@ def _show(record: dict) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from curatorch.train.multimodal import load_pareto_config, train_multimodal
+    from curatorch.train.multimodal import load_pareto_config, train_pareto
 
-    cfg = load_pareto_config(args.config, args.overrides)
-    summary = train_multimodal(
+    cfg = load_pareto_config(config_path(args.config), args.overrides)
+    dist = distributed_context(cfg.train.device)
+    summary = train_pareto(
         cfg,
         args.out,
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         on_eval=_show,
+        dist=dist,
     )
-    print(json.dumps(summary))
+    if dist.is_main:
+        print(json.dumps(summary))
+    end_distributed(dist)
     return 0
 
 
@@ -86,10 +97,10 @@ def _compare(args: argparse.Namespace) -> int:
         build_multimodal_splits,
         load_pareto_config,
         pareto_config_to_dict,
-        train_multimodal,
+        train_pareto,
     )
 
-    cfg = load_pareto_config(args.config, args.overrides)
+    cfg = load_pareto_config(config_path(args.config), args.overrides)
     out: Path = args.out
     prepare_run_dir(
         out, config=pareto_config_to_dict(cfg), resume=args.resume, overwrite=args.overwrite
@@ -103,7 +114,7 @@ def _compare(args: argparse.Namespace) -> int:
     runs_root.mkdir(exist_ok=True)
 
     def run(name: str, c: Any) -> dict[str, Any]:
-        summary = train_multimodal(
+        summary = train_pareto(
             c,
             runs_root / name,
             resume=args.resume,

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from curatorch.cli.common import add_set_option
+from curatorch.cli.common import (
+    COMPARISON_EPILOG,
+    add_set_option,
+    config_path,
+    output_dir,
+    output_file,
+)
 
 __all__ = ["register"]
 
@@ -78,8 +84,16 @@ def register(sub: Any) -> None:
             p.add_argument("--max", dest="x_max", default=None, help="largest samples seen")
             p.set_defaults(handler=_plot)
 
-    p = sc.add_parser("experiment", help="validate the law on the built-in world (small scale)")
-    p.add_argument("config", type=Path, help="TOML config with a [scaling] table")
+    p = sc.add_parser(
+        "experiment",
+        help="validate the law on the built-in world (small scale)",
+        epilog=COMPARISON_EPILOG,
+    )
+    p.add_argument(
+        "config",
+        type=Path,
+        help="TOML config with a [scaling] table, or a shipped name (scaling_experiment)",
+    )
     p.add_argument("--out", type=Path, required=True, help="experiment folder")
     add_set_option(p)
     p.set_defaults(handler=_experiment)
@@ -145,6 +159,7 @@ def _plot(args: argparse.Namespace) -> int:
 
     from curatorch.scaling import parse_count, parse_counts, plot_filters
 
+    output_file(args.out)
     marks = parse_counts(args.budgets, name="--budgets") if args.budgets else []
     bucket = parse_count(args.bucket_size, name="--bucket-size")
     lo = parse_count(args.x_min, name="--min") if args.x_min else bucket
@@ -183,6 +198,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     from curatorch.scaling import fit_pools, parse_count, read_runs, write_params
 
+    output_file(args.out)
     runs = read_runs(args.runs)
     if runs.pool_size is not None:
         if args.pool_size is not None:
@@ -242,7 +258,8 @@ def _experiment(args: argparse.Namespace) -> int:
     from curatorch.experiments import load_scaling_config, run_scaling_experiment
     from curatorch.scaling import combined_error, plot_comparison
 
-    cfg = load_scaling_config(args.config, args.overrides)
+    cfg = load_scaling_config(config_path(args.config), args.overrides)
+    output_dir(args.out)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

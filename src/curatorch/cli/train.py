@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from curatorch.cli.common import add_set_option
+from curatorch.cli.common import (
+    add_set_option,
+    config_path,
+    distributed_context,
+    end_distributed,
+    output_dir,
+)
 
 __all__ = ["register"]
 
@@ -17,7 +23,7 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     """Add the ``train``, ``eval`` and ``embed`` commands to ``sub`` (argparse subparsers)."""
     p = sub.add_parser("train", help="train a two-tower model from a TOML config")
-    p.add_argument("config", type=Path, help="experiment config (TOML)")
+    p.add_argument("config", type=Path, help="experiment config: a TOML file or a shipped name")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     add_set_option(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -55,11 +61,9 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from curatorch.train import load_config, train
-    from curatorch.train.distributed import DistContext, init_from_env, is_distributed_env
 
-    cfg = load_config(args.config, args.overrides)
-    # under `torchrun --nproc_per_node=W`: data-parallel, gloo on CPU, NCCL on CUDA
-    dist = init_from_env(cfg.train.device) if is_distributed_env() else DistContext()
+    cfg = load_config(config_path(args.config), args.overrides)
+    dist = distributed_context(cfg.train.device)
 
     def show(record: dict) -> None:
         keys = ("zeroshot_acc", "fewshot_acc", "i2t_r1", "t2i_r1", "mean_score")
@@ -80,15 +84,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     if dist.is_main:
         print(json.dumps(summary))
-    if dist.enabled:
-        import gc
-
-        import torch.distributed
-
-        # every rank got here (train ends with a barrier); free what still refers to the
-        # process group, then tear it down while the interpreter is fully alive
-        gc.collect()
-        torch.distributed.destroy_process_group()
+    end_distributed(dist)
     return 0
 
 
@@ -135,7 +131,8 @@ def _embed(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(config_path(args.config), args.overrides)
+    output_dir(args.out, create=False)  # the cache writer puts the folder in place
     if cfg.data.shards:
         if args.pool is not None:
             raise ValueError("--pool does not apply when the config sets data.shards")

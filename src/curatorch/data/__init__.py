@@ -13,6 +13,13 @@ from curatorch.data.embedding_cache import (
     load_embedding_cache,
     save_embedding_cache,
 )
+from curatorch.data.images import (
+    float_images,
+    pil_to_tensor,
+    quantize_,
+    tensor_to_pil,
+    to_channels_last,
+)
 from curatorch.data.multimodal import (
     DIGIT_COLOURS,
     MultimodalDataset,
@@ -88,6 +95,7 @@ __all__ = [
     "expand_shards",
     "export_shards",
     "file_sha256",
+    "float_images",
     "is_embedding_cache",
     "is_shard_cache",
     "iter_shard",
@@ -96,11 +104,15 @@ __all__ = [
     "load_tokenizer",
     "noise_code",
     "noise_counts",
+    "pil_to_tensor",
+    "quantize_",
     "register_world",
     "save_embedding_cache",
     "save_npz_dataset",
     "save_shard_embeddings",
     "shard_name",
     "split_words",
+    "tensor_to_pil",
+    "to_channels_last",
     "write_shard_cache_meta",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from curatorch.data.images import float_images
 from curatorch.data.tokenizer import WordTokenizer
 
 __all__ = ["NOISE_KINDS", "EvalSets", "PairDataset", "World", "noise_code"]
@@ -91,8 +92,7 @@ class PairDataset:
 
     def image_batch(self, index: torch.Tensor) -> torch.Tensor:
         """Images at ``index`` as float32 ``[n, 3, H, W]`` scaled from [0, 255] to [-1, 1]."""
-        x = self.images[torch.as_tensor(index)].to(torch.float32)
-        return x.mul_(1.0 / 127.5).sub_(1.0)
+        return float_images(self.images[torch.as_tensor(index)])
 
     def noise_counts(self) -> dict[str, int]:
         """Number of examples of each noise kind."""

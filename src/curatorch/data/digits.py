@@ -24,16 +24,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from curatorch.data._common import (
+    POOL_ID_OFFSET,
+    apply_boilerplate,
+    apply_degraded,
+    noise_rows,
+    stream_rng,
+    world_from_pools,
+    zipf_probs,
+)
 from curatorch.data._phrases import PhraseBook, assemble_tokens
 from curatorch.data.config import DataConfig
-from curatorch.data.dataset import NOISE_KINDS, EvalSets, PairDataset, World
-from curatorch.data.noise import (
-    Boilerplate,
-    assign_noise,
-    degrade_images,
-    misaligned_sources,
-)
-from curatorch.data.shapes import zipf_probs
+from curatorch.data.dataset import PairDataset, World
+from curatorch.data.images import quantize_
+from curatorch.data.noise import Boilerplate, assign_noise, misaligned_sources
 from curatorch.data.tokenizer import WordTokenizer
 
 __all__ = [
@@ -79,12 +83,11 @@ _NOISE_STD = 5.0
 _CHUNK = 16384
 _STREAM_SPLIT, _STREAM_CLASS_ORDER, _STREAM_RAW, _STREAM_CURATED = 10, 11, 12, 13
 _STREAM_CLASSIFY, _STREAM_PROBE, _STREAM_RETRIEVAL, _STREAM_BANKS = 14, 15, 16, 17
-_ID_OFFSET = {"raw": 0, "curated": 1 << 40, "classify": 2 << 40, "probe": 3 << 40,
-              "retrieval": 4 << 40}  # fmt: skip
+_SALT = 0xD161  # this world's random streams (see stream_rng)
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, stream, 0xD161]))
+    return stream_rng(seed, stream, _SALT)
 
 
 @lru_cache(maxsize=1)
@@ -210,7 +213,7 @@ def _render(
         b = torch.from_numpy(bg[s:e])[:, None, None]
         i = torch.from_numpy(ink[s:e])[:, None, None]
         img = (b + (i - b) * v).unsqueeze(1) + bank[torch.from_numpy(noise_idx[s:e])]
-        out[s:e] = img.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
+        out[s:e] = quantize_(img).expand(-1, 3, -1, -1)
     return out
 
 
@@ -282,26 +285,20 @@ def generate_digits_pool(
     cap_digit = digit.copy()
     noise = assign_noise(n, noise_fractions, rng) if noise_fractions else np.zeros(n, np.int64)
     caption_source = np.arange(n, dtype=np.int64)
-    mis = np.flatnonzero(noise == NOISE_KINDS.index("misaligned"))
+    mis = noise_rows(noise, "misaligned")
     src = misaligned_sources(mis, n, rng)
     cap_digit[mis] = digit[src]
     template[mis] = template[src]
     caption_source[mis] = src
-    near = np.flatnonzero(noise == NOISE_KINDS.index("near_miss"))
+    near = noise_rows(noise, "near_miss")
     cap_digit[near] = (cap_digit[near] + 1 + rng.integers(0, 9, near.size)) % 10
     phrase_ids = g.phrase_ids(cap_digit, template)
-    boiler = np.flatnonzero(noise == NOISE_KINDS.index("boilerplate"))
-    bp = g.boilerplate.phrase_ids(boiler.size, rng)
-    phrase_ids[boiler] = 0
-    phrase_ids[boiler, : bp.shape[1]] = bp
+    boiler = apply_boilerplate(phrase_ids, noise, g.boilerplate, rng)
     cap_digit[boiler] = -1
     caption_source[boiler] = -1
 
     images = _render(source, shift, ink, bg, noise_idx, image_size)
-    deg = np.flatnonzero(noise == NOISE_KINDS.index("degraded"))
-    if deg.size:
-        deg_t = torch.from_numpy(deg)
-        images[deg_t] = degrade_images(images[deg_t], rng)
+    apply_degraded(images, noise, rng)
     dataset = PairDataset(
         images=images,
         tokens=assemble_tokens(phrase_ids, g.token_table, g.context_length),
@@ -324,24 +321,24 @@ def build_digits_pools(cfg: DataConfig) -> dict[str, DigitsPool]:
     return {
         "raw": generate_digits_pool(
             cfg.raw_size, originals=split["train"], image_size=size,
-            rng=_rng(cfg.seed, _STREAM_RAW), id_offset=_ID_OFFSET["raw"], class_p=class_p,
+            rng=_rng(cfg.seed, _STREAM_RAW), id_offset=POOL_ID_OFFSET["raw"], class_p=class_p,
             noise_fractions=cfg.noise_fractions(),
         ),
         "curated": generate_digits_pool(
             cfg.curated_size, originals=split["train"], image_size=size,
-            rng=_rng(cfg.seed, _STREAM_CURATED), id_offset=_ID_OFFSET["curated"],
+            rng=_rng(cfg.seed, _STREAM_CURATED), id_offset=POOL_ID_OFFSET["curated"],
         ),
         "classify": generate_digits_pool(
             cfg.eval_size, originals=split["test"], image_size=size,
-            rng=_rng(cfg.seed, _STREAM_CLASSIFY), id_offset=_ID_OFFSET["classify"],
+            rng=_rng(cfg.seed, _STREAM_CLASSIFY), id_offset=POOL_ID_OFFSET["classify"],
         ),
         "probe": generate_digits_pool(
             0, originals=split["probe"], image_size=size, rng=_rng(cfg.seed, _STREAM_PROBE),
-            id_offset=_ID_OFFSET["probe"], per_class=cfg.probe_shots,
+            id_offset=POOL_ID_OFFSET["probe"], per_class=cfg.probe_shots,
         ),
         "retrieval": generate_digits_pool(
             cfg.retrieval_size, originals=split["test"], image_size=size,
-            rng=_rng(cfg.seed, _STREAM_RETRIEVAL), id_offset=_ID_OFFSET["retrieval"],
+            rng=_rng(cfg.seed, _STREAM_RETRIEVAL), id_offset=POOL_ID_OFFSET["retrieval"],
             class_p=np.full(10, 0.1),
         ),
     }  # fmt: skip
@@ -351,16 +348,9 @@ def build_digits_world(cfg: DataConfig) -> World:
     """Build the digits world described by ``cfg`` (validated first)."""
     cfg.validate()
     pools = build_digits_pools(cfg)
-    return World(
-        raw=pools["raw"].dataset,
-        curated=pools["curated"].dataset,
-        eval=EvalSets(
-            classify=pools["classify"].dataset,
-            probe_train=pools["probe"].dataset,
-            retrieval=pools["retrieval"].dataset,
-            class_names=list(DIGIT_NAMES),
-            prompt_templates=list(DIGIT_PROMPT_TEMPLATES),
-        ),
+    return world_from_pools(
+        {name: pool.dataset for name, pool in pools.items()},
         tokenizer=digits_tokenizer(),
-        num_classes=10,
+        class_names=DIGIT_NAMES,
+        prompt_templates=DIGIT_PROMPT_TEMPLATES,
     )

@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from curatorch.fileio import atomic_write_dir
 
 __all__ = [
     "EmbeddingCache",
@@ -133,9 +133,8 @@ def save_embedding_cache(
     if n > 1 and bool((sorted_ids[1:] == sorted_ids[:-1]).any()):
         raise ValueError("ids must be unique")
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(
             {
                 "ids": sorted_ids,
@@ -152,20 +151,12 @@ def save_embedding_cache(
             "dim": int(image.shape[1]),
         }
         (tmp / _META).write_text(json.dumps(info, indent=1), encoding="utf-8")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if out.exists():
-            if not is_embedding_cache(out) and any(out.iterdir()):
-                raise ValueError(
-                    f"{out} exists and is not an embedding cache; choose another --out"
-                )
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    def existing(old: Path) -> None:  # replace only an earlier cache or an empty folder
+        if not is_embedding_cache(old) and (not old.is_dir() or any(old.iterdir())):
+            raise ValueError(f"{old} exists and is not an embedding cache; choose another --out")
+
+    return atomic_write_dir(out, write, existing=existing, parents=True)
 
 
 def load_embedding_cache(path: str | os.PathLike[str]) -> EmbeddingCache:

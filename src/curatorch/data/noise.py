@@ -22,6 +22,7 @@ import torch
 from curatorch.data._phrases import PhraseBook
 from curatorch.data.config import NOISE_FIELDS
 from curatorch.data.dataset import NOISE_KINDS
+from curatorch.data.images import quantize_
 
 __all__ = [
     "BOILERPLATE_TEMPLATES",
@@ -136,7 +137,7 @@ def degrade_images(
         x = images[s : s + chunk]
         noise = torch.from_numpy(rng.integers(0, 256, size=tuple(x.shape), dtype=np.uint8))
         y = x.to(torch.float32).mul_(1.0 - strength).add_(noise.to(torch.float32), alpha=strength)
-        out[s : s + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+        out[s : s + chunk] = quantize_(y)
     return out
 
 

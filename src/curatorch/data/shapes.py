@@ -26,15 +26,20 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from curatorch.data._common import (
+    POOL_ID_OFFSET,
+    apply_boilerplate,
+    apply_degraded,
+    noise_rows,
+    stream_rng,
+    world_from_pools,
+    zipf_probs,
+)
 from curatorch.data._phrases import PhraseBook, SynonymTable, assemble_tokens
 from curatorch.data.config import DataConfig
-from curatorch.data.dataset import NOISE_KINDS, EvalSets, PairDataset, World
-from curatorch.data.noise import (
-    Boilerplate,
-    assign_noise,
-    degrade_images,
-    misaligned_sources,
-)
+from curatorch.data.dataset import PairDataset, World
+from curatorch.data.images import quantize_
+from curatorch.data.noise import Boilerplate, assign_noise, misaligned_sources
 from curatorch.data.tokenizer import WordTokenizer
 
 __all__ = [
@@ -172,14 +177,11 @@ _CHUNK_PIXELS = 1 << 19  # pixels per rendering chunk (cache-sized: ~3 MB of int
 _STREAM_CLASS_ORDER, _STREAM_RAW, _STREAM_CURATED = 0, 1, 2
 _STREAM_CLASSIFY, _STREAM_PROBE, _STREAM_RETRIEVAL = 3, 4, 5
 _STREAM_BANKS = 6
-# Example-id offsets per pool: raw ids are 0..raw_size-1, the others start at k << 40.
-_ID_OFFSET = {"raw": 0, "curated": 1 << 40, "classify": 2 << 40, "probe": 3 << 40,
-              "retrieval": 4 << 40}  # fmt: skip
+_SALT = 0x5A4E  # this world's random streams (see stream_rng)
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
-    """Independent generator per (seed, stream); eval streams never see pool sizes."""
-    return np.random.default_rng(np.random.SeedSequence([seed, stream, 0x5A4E]))
+    return stream_rng(seed, stream, _SALT)
 
 
 def class_names() -> list[str]:
@@ -190,15 +192,6 @@ def class_names() -> list[str]:
 def num_classes() -> int:
     """Number of classes (colour x shape of the primary object): 48."""
     return len(COLOURS) * len(SHAPES)
-
-
-def zipf_probs(num: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
-    """``[num]`` class probabilities ``∝ (rank + 1) ** -exponent``, ranks a random permutation."""
-    p = (np.arange(num, dtype=np.float64) + 1.0) ** -float(exponent)
-    p /= p.sum()
-    out = np.empty(num)
-    out[rng.permutation(num)] = p
-    return out
 
 
 # ---------------------------------------------------------------- rendering
@@ -358,7 +351,7 @@ def _render(scene: _Scene, image_size: int) -> torch.Tensor:
             mask = bank[mi.clamp(min=0)] & (mi >= 0)[:, None, None]  # [m, H, W]
             img = torch.where(mask.unsqueeze(1), colour[s:e, k, :, None, None], img)
         img += noise_bank[torch.from_numpy(scene.noise_idx[s:e])]
-        out[s:e] = img.clamp_(0, 255).to(torch.uint8)
+        out[s:e] = quantize_(img)
     return out
 
 
@@ -563,26 +556,20 @@ def generate_shapes_pool(
         assign_noise(n, noise_fractions, rng) if noise_fractions else np.zeros(n, dtype=np.int64)
     )
     caption_source = np.arange(n, dtype=np.int64)
-    mis = np.flatnonzero(noise == NOISE_KINDS.index("misaligned"))
+    mis = noise_rows(noise, "misaligned")
     src = misaligned_sources(mis, n, rng)
     spec.take(mis, src)
     caption_source[mis] = src
-    _near_miss(spec, np.flatnonzero(noise == NOISE_KINDS.index("near_miss")), rng)
+    _near_miss(spec, noise_rows(noise, "near_miss"), rng)
     phrase_ids = g.phrase_ids(spec)
-    boiler = np.flatnonzero(noise == NOISE_KINDS.index("boilerplate"))
-    bp = g.boilerplate.phrase_ids(boiler.size, rng)
-    phrase_ids[boiler] = 0
-    phrase_ids[boiler, : bp.shape[1]] = bp
+    boiler = apply_boilerplate(phrase_ids, noise, g.boilerplate, rng)
     mentioned = spec.mentioned()
     spec.attrs[boiler] = -1
     mentioned[boiler] = False
     caption_source[boiler] = -1
 
     images = _render(scene, image_size)
-    deg = np.flatnonzero(noise == NOISE_KINDS.index("degraded"))
-    if deg.size:
-        deg_t = torch.from_numpy(deg)
-        images[deg_t] = degrade_images(images[deg_t], rng)
+    apply_degraded(images, noise, rng)
     dataset = PairDataset(
         images=images,
         tokens=g.tokens(phrase_ids),
@@ -612,24 +599,24 @@ def build_shapes_pools(cfg: DataConfig) -> dict[str, ShapesPool]:
     return {
         "raw": generate_shapes_pool(
             cfg.raw_size, image_size=size, rng=_rng(cfg.seed, _STREAM_RAW),
-            id_offset=_ID_OFFSET["raw"], class_p=class_p,
+            id_offset=POOL_ID_OFFSET["raw"], class_p=class_p,
             noise_fractions=cfg.noise_fractions(),
         ),
         "curated": generate_shapes_pool(
             cfg.curated_size, image_size=size, rng=_rng(cfg.seed, _STREAM_CURATED),
-            id_offset=_ID_OFFSET["curated"], balanced=True,
+            id_offset=POOL_ID_OFFSET["curated"], balanced=True,
         ),
         "classify": generate_shapes_pool(
             cfg.eval_size, image_size=size, rng=_rng(cfg.seed, _STREAM_CLASSIFY),
-            id_offset=_ID_OFFSET["classify"], balanced=True, p_two=0.0,
+            id_offset=POOL_ID_OFFSET["classify"], balanced=True, p_two=0.0,
         ),
         "probe": generate_shapes_pool(
             cfg.probe_shots * nc, image_size=size, rng=_rng(cfg.seed, _STREAM_PROBE),
-            id_offset=_ID_OFFSET["probe"], balanced=True, p_two=0.0,
+            id_offset=POOL_ID_OFFSET["probe"], balanced=True, p_two=0.0,
         ),
         "retrieval": generate_shapes_pool(
             cfg.retrieval_size, image_size=size, rng=_rng(cfg.seed, _STREAM_RETRIEVAL),
-            id_offset=_ID_OFFSET["retrieval"],
+            id_offset=POOL_ID_OFFSET["retrieval"],
         ),
     }  # fmt: skip
 
@@ -638,17 +625,9 @@ def build_shapes_world(cfg: DataConfig) -> World:
     """Build the shapes world described by ``cfg`` (validated first)."""
     cfg.validate()
     pools = build_shapes_pools(cfg)
-    tok = shapes_tokenizer()
-    return World(
-        raw=pools["raw"].dataset,
-        curated=pools["curated"].dataset,
-        eval=EvalSets(
-            classify=pools["classify"].dataset,
-            probe_train=pools["probe"].dataset,
-            retrieval=pools["retrieval"].dataset,
-            class_names=class_names(),
-            prompt_templates=list(PROMPT_TEMPLATES),
-        ),
-        tokenizer=tok,
-        num_classes=num_classes(),
+    return world_from_pools(
+        {name: pool.dataset for name, pool in pools.items()},
+        tokenizer=shapes_tokenizer(),
+        class_names=class_names(),
+        prompt_templates=PROMPT_TEMPLATES,
     )

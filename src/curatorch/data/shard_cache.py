@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +29,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from curatorch.fileio import atomic_write, atomic_write_text
 
 __all__ = [
     "SHARD_CACHE_FORMAT",
@@ -43,21 +44,6 @@ SHARD_CACHE_FORMAT = "curatorch-shard-embeddings"
 _META = "meta.json"
 _SHARDS = "shards"
 _RERUN = "run `curatorch embed` again"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then fsync and rename the temporary file to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_shard(shard: str) -> None:
@@ -121,7 +107,7 @@ def save_shard_embeddings(
         "keys": torch.frombuffer(bytearray(json.dumps(keys).encode("utf-8")), dtype=torch.uint8),
     }
     path = _shard_file(Path(out_dir), shard)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), parents=True)
     return path
 
 
@@ -147,7 +133,7 @@ def write_shard_cache_meta(
     text = json.dumps(info, indent=1)
     out = Path(out_dir)
     (out / _SHARDS).mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / _META, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(out / _META, text)
 
 
 def is_shard_cache(path: str | os.PathLike[str]) -> bool:

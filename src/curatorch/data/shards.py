@@ -32,7 +32,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -41,13 +40,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import braceexpand
-import numpy as np
 import torch
 from PIL import Image
 from webdataset import TarWriter
 from webdataset.tariterators import base_plus_ext
 
 from curatorch.data.dataset import PairDataset
+from curatorch.data.images import pil_to_tensor, tensor_to_pil
+from curatorch.fileio import atomic_write
 
 __all__ = [
     "FAULT_REASONS",
@@ -142,7 +142,7 @@ def expand_shards(pattern: str) -> list[str]:
 
 def _encode_image(image: torch.Tensor, fmt: str) -> bytes:
     """uint8 ``[3, H, W]`` -> encoded bytes."""
-    pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy(), "RGB")
+    pil = tensor_to_pil(image)
     buf = io.BytesIO()
     if fmt == "PNG":
         pil.save(buf, format="PNG", compress_level=6)
@@ -204,31 +204,27 @@ def export_shards(
     paths: list[Path] = []
     for s, start in enumerate(tqdm(starts, desc="export", unit="shard", disable=not progress)):
         path = out / f"{start_shard + s:06d}.tar"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                with TarWriter(fh, encoder=False, mtime=0.0) as writer:
-                    for i in range(start, min(start + samples_per_shard, len(dataset))):
-                        info = {
-                            "id": ids[i],
-                            "noise": noise[i],
-                            "label": labels[i],
-                            "caption": captions[i],
+        rows = range(start, min(start + samples_per_shard, len(dataset)))
+
+        def write(tmp: Path, rows: range = rows) -> None:
+            with open(tmp, "wb") as fh, TarWriter(fh, encoder=False, mtime=0.0) as writer:
+                for i in rows:
+                    info = {
+                        "id": ids[i],
+                        "noise": noise[i],
+                        "label": labels[i],
+                        "caption": captions[i],
+                    }
+                    writer.write(
+                        {
+                            "__key__": f"{ids[i]:012d}",
+                            image_format: _encode_image(dataset.images[i], fmt),
+                            _TEXT: captions[i].encode("utf-8"),
+                            "json": json.dumps(info).encode("utf-8"),
                         }
-                        writer.write(
-                            {
-                                "__key__": f"{ids[i]:012d}",
-                                image_format: _encode_image(dataset.images[i], fmt),
-                                _TEXT: captions[i].encode("utf-8"),
-                                "json": json.dumps(info).encode("utf-8"),
-                            }
-                        )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+                    )
+
+        atomic_write(path, write)
         paths.append(path)
     return paths
 
@@ -374,8 +370,7 @@ def _decode_image(data: bytes, image_size: int) -> torch.Tensor | tuple[str, str
         return "bad_image_size", f"{rgb.width}x{rgb.height}"
     if rgb.size != (image_size, image_size):
         rgb = rgb.resize((image_size, image_size), Image.BILINEAR)
-    array = np.asarray(rgb, dtype=np.uint8)  # [S, S, 3]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return pil_to_tensor(rgb)
 
 
 def _decode_group(group: _Group, image_size: int) -> ShardSample | ShardFault:

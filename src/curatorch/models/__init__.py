@@ -31,6 +31,7 @@ from curatorch.models.multimodal import (
     MultimodalClassifier,
     MultimodalClassifierConfig,
 )
+from curatorch.models.param_groups import no_weight_decay_names, weight_decay_groups
 from curatorch.models.registry import (
     MODEL_SIZES,
     build_model,
@@ -60,6 +61,7 @@ __all__ = [
     "build_model",
     "get_model_config",
     "image_forward_flops",
+    "no_weight_decay_names",
     "pi_resize_flops",
     "pi_resize_kernel",
     "pi_resize_matrix",
@@ -68,4 +70,5 @@ __all__ = [
     "text_forward_flops",
     "transformer_forward_flops",
     "two_tower_forward_flops",
+    "weight_decay_groups",
 ]

@@ -114,6 +114,8 @@ class FlexiViT(nn.Module):
     work (the positional embedding is resized to the token grid).
     """
 
+    no_weight_decay_params = ("patch_bias", "pos_embed")
+
     def __init__(self, cfg: ImageTowerConfig, *, embed_dim: int) -> None:
         super().__init__()
         if not isinstance(cfg, ImageTowerConfig):

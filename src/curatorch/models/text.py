@@ -24,6 +24,8 @@ class TextTransformer(nn.Module):
     padding gives a finite embedding (``head(LayerNorm(0))``).
     """
 
+    no_weight_decay_params = ("pos_embed",)
+
     def __init__(self, cfg: TextTowerConfig, *, embed_dim: int) -> None:
         super().__init__()
         if not isinstance(cfg, TextTowerConfig):

@@ -25,6 +25,8 @@ class TwoTower(nn.Module):
         logit_bias: scalar parameter ``b``, initialised to ``-10``.
     """
 
+    no_weight_decay_params = ("logit_scale_log", "logit_bias")
+
     def __init__(self, cfg: TwoTowerConfig) -> None:
         super().__init__()
         if not isinstance(cfg, TwoTowerConfig):

@@ -60,13 +60,19 @@ def _fmt_x(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}x"
 
 
+def _one_seed(results: Mapping[str, Any]) -> bool:
+    """True when the comparison ran one seed: there is no spread to show."""
+    return len(results.get("seeds", ())) == 1
+
+
 def _rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     summary = results["summary"]
     curves = results["curves"]
     labels = results.get("labels", {})
+    one_seed = _one_seed(results)
     head = [
         "strategy",
-        "final mean_score",
+        "final mean_score (1 seed)" if one_seed else "final mean_score",
         "zeroshot",
         "fewshot",
         "i2t R@1",
@@ -80,12 +86,14 @@ def _rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, s in summary["strategies"].items():
         c = curves[name]
-        std = c.get("mean_score_std", [0.0])[-1]
         f = s["final"]
+        score = f"{s['final_mean_score']:.3f}"
+        if not one_seed:  # the standard deviation over seeds
+            score += f" ± {c.get('mean_score_std', [0.0])[-1]:.3f}"
         rows.append(
             [
                 labels.get(name, name),
-                f"{s['final_mean_score']:.3f} ± {std:.3f}",
+                score,
                 f"{f.get('zeroshot_acc', float('nan')):.3f}",
                 f"{f.get('fewshot_acc', float('nan')):.3f}",
                 f"{f.get('i2t_r1', float('nan')):.3f}",
@@ -149,12 +157,15 @@ def compare_markdown(results: Mapping[str, Any]) -> str:
         "|" + "|".join("---" for _ in head) + "|",
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
-        "(± is the standard deviation over seeds.)",
+        "(One seed: no spread over seeds.)"
+        if _one_seed(results)
+        else "(± is the standard deviation over seeds.)",
         "",
     ]
     plots = results.get("plots", {})
     captions = {
-        "examples_seen": "Mean score against training examples (band: min to max over seeds)",
+        "examples_seen": "Mean score against training examples"
+        + ("" if _one_seed(results) else " (band: min to max over seeds)"),
         "flops_total": "Mean score against total FLOPs, scoring included",
         "learnability_matrix": "Learnability of one super-batch (examples grouped by concept)",
         "learnability_vs_chunks": "Selected-batch learnability against the number of chunks",

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from curatorch.report.figures import pyplot, save_figure
+
 __all__ = ["pareto_cos_plot", "pareto_markdown"]
 
 
@@ -19,12 +21,8 @@ def pareto_cos_plot(
 ) -> Path:
     """Plot ``cos(g_m, g_u)`` against the step, one panel per modality, one line per
     method (``curves[method][modality] = [(step, cos), ...]``, e.g. averaged over seeds).
-    Writes a PNG and returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Writes a PNG atomically (its folder must exist) and returns its path."""
+    plt = pyplot()
     mods = sorted({m for per in curves.values() for m in per})
     if not mods:
         raise ValueError("curves holds no modality; nothing to plot")
@@ -42,27 +40,29 @@ def pareto_cos_plot(
     fig.suptitle(title)
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return out
 
 
 def _mean_std(values: Sequence[float]) -> str:
+    """Mean ± standard deviation in %; one value has no spread and is shown alone."""
     if not values:
         return "-"
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    if len(values) == 1:
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def pareto_markdown(result: Mapping[str, Any]) -> str:
     """The Markdown report of ``curatorch pareto compare``'s result (see its summary)."""
     mods: list[str] = result["modalities"]
+    spread = "one seed, so no spread" if len(result["seeds"]) == 1 else "mean ± std over seeds"
     lines = [
         "# MMPareto comparison",
         "",
         f"Data: {result['data']}. Seeds: {result['seeds']}. Accuracies are test accuracy in %, "
-        "mean ± std over seeds; step time is the median training-step time relative to "
+        f"{spread}; step time is the median training-step time relative to "
         "`uniform` (same machine, same run).",
         "",
         "| method | multimodal acc | "
@@ -85,7 +85,14 @@ def pareto_markdown(result: Mapping[str, Any]) -> str:
     lines += ["| modality | test acc |", "|---|---|"]
     for mod, accs in result["alone"].items():
         lines.append(f"| {mod} alone | {_mean_std(accs)} |")
-    lines += ["", "## Checks", ""]
+    lines += [
+        "",
+        "## Checks",
+        "",
+        "Findings of this run, not errors: `curatorch pareto compare` exits 0 when every run "
+        "completed and this report was written, whatever the checks say.",
+        "",
+    ]
     for name, check in result.get("checks", {}).items():
         verdict = "PASS" if check["pass"] else "FAIL"
         lines.append(f"- **{verdict}** {name}: {check['detail']}")

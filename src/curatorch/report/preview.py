@@ -8,6 +8,7 @@ import textwrap
 import torch
 
 from curatorch.data.dataset import NOISE_KINDS, PairDataset
+from curatorch.data.images import to_channels_last
 from curatorch.report.figures import pyplot, save_figure
 
 __all__ = ["preview_grid"]
@@ -37,7 +38,7 @@ def preview_grid(
     n = min(n, len(dataset))
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(dataset), generator=g)[:n].sort().values
-    images = dataset.images[index].permute(0, 2, 3, 1).numpy()  # [n, H, W, 3]
+    images = to_channels_last(dataset.images[index])  # [n, H, W, 3]
     captions = dataset.captions(index)
     noise = dataset.noise[index].tolist()
     cols = min(4, n)

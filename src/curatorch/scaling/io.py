@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from curatorch.fileio import atomic_write_bytes
 from curatorch.scaling.params import PoolParams
 
 __all__ = [
@@ -68,23 +68,6 @@ def format_count(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.6g}{suffix}"
     return f"{value:.6g}"
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and
-    ``os.replace`` (readers never see a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +167,7 @@ def find_params(path: str | os.PathLike[str], key: str) -> PoolParams:
 def write_params(path: str | os.PathLike[str], params: list[PoolParams]) -> None:
     """Write records as JSON lines (atomically)."""
     text = "".join(json.dumps(p.to_record()) + "\n" for p in params)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), parents=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,4 +324,4 @@ def write_runs(path: str | os.PathLike[str], runs: Runs) -> None:
         if runs.pool_size is not None:
             row.append(f"{runs.pool_size[i]:.10g}")
         w.writerow(row)
-    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"), parents=True)

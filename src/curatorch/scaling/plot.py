@@ -1,12 +1,12 @@
 """Plots of the law: error against samples seen per candidate filter, with the frontier.
 
 matplotlib (Agg backend) is imported inside the functions, never at module import. Files
-are written atomically (a temporary file in the same folder, then ``os.replace``).
+are written atomically (:func:`curatorch.plotting.save_figure`); missing folders are
+created.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,27 +14,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from curatorch.scaling.io import atomic_write_bytes, format_count
+from curatorch.plotting import pyplot, save_figure
+from curatorch.scaling.io import format_count
 from curatorch.scaling.plan import FilterPlan
 
 __all__ = ["plot_comparison", "plot_filters"]
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: str | os.PathLike[str]) -> None:
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    """PNG at 120 dpi cropped to the drawn content."""
+    save_figure(fig, path, dpi=120, bbox_inches="tight", parents=True)
 
 
 def plot_filters(
@@ -47,7 +36,7 @@ def plot_filters(
     """Write a PNG of predicted error against samples seen (log x) for every candidate of
     ``plan`` (evaluate the plan on a dense budget grid), with the best-filter frontier as a
     thick dashed line and optional vertical ``marks`` (budgets of interest)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = plan.budgets
     for c, label in enumerate(plan.labels):
@@ -90,7 +79,7 @@ def plot_comparison(
         predicted: ``{label: (samples_seen, error)}`` predicted curves (same labels or a
             subset).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     labels = list(dict.fromkeys([*measured, *predicted]))

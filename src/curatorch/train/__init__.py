@@ -1,4 +1,5 @@
-"""Training: configs, the one loop, checkpoints, schedule and data order."""
+"""Training: configs, the one loop (:func:`train_task`), its tasks (contrastive two-tower,
+multimodal classifier), checkpoints, schedule and data order."""
 
 from curatorch.train.checkpoint import (
     Checkpoint,
@@ -22,30 +23,41 @@ from curatorch.train.config import (
     config_to_dict,
     load_config,
 )
+from curatorch.train.contrastive import ContrastiveTask, train
 from curatorch.train.loop import (
     OutputDirError,
+    Progress,
     TrainingError,
+    TrainingInterrupted,
     build_optimizer,
     prepare_run_dir,
-    train,
+    train_task,
 )
 from curatorch.train.model_config import model_config_for
 from curatorch.train.sampler import EpochSampler
 from curatorch.train.schedule import lr_at
+from curatorch.train.task import BaseTask, RunContext, Task, TaskState
 
 __all__ = [
+    "BaseTask",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",
+    "ContrastiveTask",
     "EpochSampler",
     "EvalConfig",
     "ExperimentConfig",
     "ModelSection",
     "OptimConfig",
     "OutputDirError",
+    "Progress",
+    "RunContext",
     "StrategyConfig",
+    "Task",
+    "TaskState",
     "TrainConfig",
     "TrainingError",
+    "TrainingInterrupted",
     "apply_overrides",
     "build_optimizer",
     "config_from_dict",
@@ -60,4 +72,5 @@ __all__ = [
     "prepare_run_dir",
     "save_checkpoint",
     "train",
+    "train_task",
 ]

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from typing import Any, Protocol
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from curatorch.fileio import atomic_temp_glob, atomic_write_dir, atomic_write_text
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -90,47 +91,6 @@ def _write_error(exc: BaseException, what: str, *, run_dir: Path | None = None) 
         )
     cls = CheckpointWriteError if run_dir is not None else OSError
     return cls(number, message) if number is not None else cls(message)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_temp_glob(name: str) -> str:
-    """The glob of the temporary files :func:`atomic_write_text` writes for a file called
-    ``name`` (in the same folder): what a process killed mid-write leaves behind."""
-    return f".{name}.*.tmp"
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename
-    (the temporary file matches :func:`atomic_temp_glob`)."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _write_error(exc, str(path)) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # name the file (a failed write() does not)
-            raise _write_error(exc, str(path)) from exc
-        raise
-    _fsync_dir(path.parent)
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
@@ -201,13 +161,9 @@ def save_checkpoint(
         raise ValueError(f"keep must be >= 1, got {keep}")
     root = Path(run_dir) / "checkpoints"
     name = f"step_{step:08d}"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
-    except OSError as exc:
-        raise _write_error(exc, f"checkpoint step {step} in {root}", run_dir=Path(run_dir)) from exc
-    final = root / name
-    try:
+    what = f"checkpoint step {step} in {root}"
+
+    def write(tmp: Path) -> None:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in model_state.items()},
             str(tmp / "model.safetensors"),
@@ -215,20 +171,13 @@ def save_checkpoint(
         save_file(dict(trainer_tensors), str(tmp / "trainer.safetensors"))
         payload = {"format": CHECKPOINT_FORMAT, "step": step, **state}
         (tmp / "state.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if final.exists():  # a re-run of the same step (after a resume): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, (OSError, SafetensorError)):
-            what = f"checkpoint step {step} in {root}"
-            raise _write_error(exc, what, run_dir=Path(run_dir)) from exc
-        raise
-    _fsync_dir(root)
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # a re-run of the same step (after a resume) replaces that step's folder
+        final = atomic_write_dir(root / name, write)
+    except (OSError, SafetensorError) as exc:
+        raise _write_error(exc, what, run_dir=Path(run_dir)) from exc
     try:
         atomic_write_text(root / _LATEST, name + "\n")
     except OSError as exc:  # the new folder is complete, but ``latest`` still names the old
@@ -238,7 +187,7 @@ def save_checkpoint(
     for old in complete[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
-    for leftover in root.glob(".step_*.tmp"):  # folders of a crashed earlier write
+    for leftover in root.glob(atomic_temp_glob("step_*")):  # folders of a crashed write
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in root.glob(atomic_temp_glob(_LATEST)):  # and pointer files
         leftover.unlink(missing_ok=True)

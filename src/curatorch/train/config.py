@@ -25,6 +25,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from curatorch.data import DataConfig
 
 __all__ = [
+    "EXPERIMENT_SECTIONS",
+    "OPTIMIZERS",
     "SCORE_NAMES",
     "STRATEGIES",
     "ConfigError",
@@ -84,12 +86,23 @@ class ModelSection:
             raise ConfigError(f"model.attention must be 'sdpa' or 'math', got {self.attention!r}")
 
 
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer and learning-rate schedule (linear warmup, then cosine decay)."""
+    """Optimizer and learning-rate schedule (linear warmup, then cosine decay to
+    ``min_lr_ratio * lr``), shared by every task.
+
+    ``name``: ``adamw``, ``adam`` or ``sgd`` (with ``momentum``). Weight decay applies to
+    the parameters the model does not exclude (:func:`curatorch.models.weight_decay_groups`).
+    Adam-type optimizers are nearly invariant to the gradient's scale, which cancels
+    MMPareto's magnitude rule: the multimodal schema defaults to SGD.
+    """
 
     name: str = "adamw"
     lr: float = 1e-3
+    momentum: float = 0.9
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
@@ -99,11 +112,11 @@ class OptimConfig:
     grad_clip: float = 1.0
 
     def validate(self) -> None:
-        if self.name not in ("adamw", "adam"):
-            raise ConfigError(f"optim.name must be 'adamw' or 'adam', got {self.name!r}")
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name must be one of {list(OPTIMIZERS)}, got {self.name!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"optim.lr must be a positive finite number, got {self.lr}")
-        for key in ("beta1", "beta2"):
+        for key in ("momentum", "beta1", "beta2"):
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"optim.{key} must be in [0, 1), got {value}")
@@ -232,7 +245,10 @@ class StrategyConfig:
     def needs_reference(self) -> bool:
         return self.selects and self.score in ("learnability", "easy-reference")
 
-    def validate(self) -> None:
+    def validate(self, *, require_reference: bool = True) -> None:
+        """Raise :class:`ConfigError` naming the first bad field. ``require_reference``
+        False defers the check that a strategy needing a reference names one (a comparison
+        supplies its own once it exists)."""
         if self.name not in STRATEGIES:
             raise ConfigError(f"strategy.name must be one of {list(STRATEGIES)}, got {self.name!r}")
         if self.score not in SCORE_NAMES:
@@ -254,7 +270,7 @@ class StrategyConfig:
                 f"strategy.reference_steps must be >= 0 (0 = train.steps), got "
                 f"{self.reference_steps}"
             )
-        if self.needs_reference and not self.reference:
+        if require_reference and self.needs_reference and not self.reference:
             raise ConfigError(
                 f"strategy.reference is required for strategy.name={self.name!r} with "
                 f"strategy.score={self.score!r}: a reference embedding cache "
@@ -273,16 +289,18 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
-    def validate(self) -> None:
-        """Validate every section; raises :class:`ConfigError` naming the field."""
+    def validate(self, *, require_reference: bool = True) -> None:
+        """Validate every section; raises :class:`ConfigError` naming the field.
+        ``require_reference``: see :meth:`StrategyConfig.validate`."""
         try:
             self.data.validate()
         except ConfigError:
             raise
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        for section in (self.model, self.optim, self.train, self.eval, self.strategy):
+        for section in (self.model, self.optim, self.train, self.eval):
             section.validate()
+        self.strategy.validate(require_reference=require_reference)
         st = self.strategy
         if st.selects:
             b = self.train.batch_size
@@ -346,19 +364,47 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")  # pragma: no cover
 
 
-def section_from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
-    """An instance of the dataclass ``cls`` from a table; unknown keys and wrong types raise
-    :class:`ConfigError` naming ``prefix.key``."""
+Section = type | Any
+"""A schema's section: a frozen dataclass type (its own defaults) or an instance of one
+(the schema's defaults for it, e.g. SGD for the multimodal task's ``[optim]``)."""
+
+
+def _section_type(section: Section) -> type:
+    return section if isinstance(section, type) else type(section)
+
+
+def section_from_dict(cls: Section, raw: Mapping[str, Any], prefix: str) -> Any:
+    """An instance of the dataclass ``cls`` from a table (or, when ``cls`` is an instance,
+    that instance with the table's values replaced); unknown keys, missing required keys
+    (fields without a default, when ``cls`` is a type) and wrong types raise
+    :class:`ConfigError` naming ``prefix.key``. A field whose type is a dataclass is a
+    nested table, parsed the same way (defaults: the default instance's value)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{prefix}] must be a table, got {type(raw).__name__}")
+    default = None if isinstance(cls, type) else cls
+    cls = _section_type(cls)
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     for key in raw:
         if key not in names:
             raise ConfigError(
                 f"unknown config key {prefix}.{key} (known keys in [{prefix}]: {sorted(names)})"
             )
-    kwargs = {key: coerce_value(value, hints[key], f"{prefix}.{key}") for key, value in raw.items()}
+    if default is None:
+        for f in fields:
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required and f.name not in raw:
+                raise ConfigError(f"{prefix}.{f.name} is required")
+    kwargs = {}
+    for key, value in raw.items():
+        if dataclasses.is_dataclass(hints[key]):  # a nested table: its own section
+            inner = hints[key] if default is None else getattr(default, key)
+            kwargs[key] = section_from_dict(inner, value, f"{prefix}.{key}")
+        else:
+            kwargs[key] = coerce_value(value, hints[key], f"{prefix}.{key}")
+    if default is not None:
+        return dataclasses.replace(default, **kwargs)
     return cls(**kwargs)
 
 
@@ -373,8 +419,12 @@ _SECTIONS: dict[str, type] = {
     "strategy": StrategyConfig,
 }
 
+EXPERIMENT_SECTIONS: Mapping[str, Section] = types.MappingProxyType(_SECTIONS)
+"""The experiment config's sections (``[data]`` ... ``[strategy]``), for schemas that extend
+it with tables of their own (``[compare]``, ``[scaling]``)."""
 
-def sections_from_dict(sections: Mapping[str, type], raw: Mapping[str, Any]) -> dict[str, Any]:
+
+def sections_from_dict(sections: Mapping[str, Section], raw: Mapping[str, Any]) -> dict[str, Any]:
     """One dataclass instance per section (missing tables take the defaults); an unknown
     section raises :class:`ConfigError` naming it."""
     for key in raw:
@@ -383,14 +433,17 @@ def sections_from_dict(sections: Mapping[str, type], raw: Mapping[str, Any]) -> 
     return {name: section_from_dict(cls, raw.get(name, {}), name) for name, cls in sections.items()}
 
 
-def sections_to_dict(cfg: Any, sections: Mapping[str, type]) -> dict[str, dict[str, Any]]:
+def sections_to_dict(cfg: Any, sections: Mapping[str, Section]) -> dict[str, dict[str, Any]]:
     """The sections of ``cfg`` as nested plain dicts (tuples become lists)."""
 
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
     return {
-        name: {f.name: plain(getattr(getattr(cfg, name), f.name)) for f in dataclasses.fields(cls)}
+        name: {
+            f.name: plain(getattr(getattr(cfg, name), f.name))
+            for f in dataclasses.fields(_section_type(cls))
+        }
         for name, cls in sections.items()
     }
 
@@ -418,7 +471,7 @@ def parse_override_value(text: str) -> Any:
 def apply_overrides(
     raw: Mapping[str, Any],
     overrides: Sequence[str],
-    sections: Mapping[str, type] | None = None,
+    sections: Mapping[str, Section] | None = None,
 ) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides to a parsed config (values parsed as TOML).
 
@@ -438,7 +491,7 @@ def apply_overrides(
         section, key = parts
         if section not in sections:
             raise ConfigError(f"unknown config section [{section}] in --set {item!r}")
-        known = {f.name for f in dataclasses.fields(sections[section])}
+        known = {f.name for f in dataclasses.fields(_section_type(sections[section]))}
         if key not in known:
             raise ConfigError(f"unknown config key {section}.{key} in --set {item!r}")
         out.setdefault(section, {})[key] = parse_override_value(text.strip())

@@ -1,27 +1,26 @@
-"""Training a multimodal classifier with a gradient integrator (MMPareto and baselines).
+"""Multimodal classification with a gradient integrator (MMPareto and baselines), as a task
+of the one loop.
 
-``train_multimodal(cfg, out_dir)`` builds the data (coloured-and-gray digits or ``.npz``
+:class:`MultimodalClassifierTask` builds the data (coloured-and-gray digits or ``.npz``
 arrays), a :class:`~curatorch.models.MultimodalClassifier` and the integrator named by
 ``cfg.pareto.method``; each step takes a seeded batch (:class:`EpochSampler`), computes the
-multimodal loss and one unimodal loss per modality (cross-entropy, logged under their
-names) and lets the integrator fill ``.grad``. It evaluates every ``eval_every`` steps into
-``metrics.jsonl``, writes per-step gradient diagnostics (``cos(g_m, g_u)`` per modality,
-...) every ``diag_every`` steps into ``diagnostics.jsonl``, checkpoints atomically and
-resumes exactly. Same seed, same result on CPU.
+multimodal loss and one unimodal loss per modality (cross-entropy: the named terms
+``multimodal`` and ``<modality>``) and lets the integrator fill ``.grad``. Gradient
+diagnostics (``cos(g_m, g_u)`` per modality, ...) go to ``diagnostics.jsonl`` every
+``diag_every`` steps. Everything else (schedule, checkpoints, resume, metrics, DDP ...) is
+the loop's (:func:`curatorch.train.train_task`). Same seed, same result on CPU.
 
-The output-folder rules are :func:`curatorch.train.prepare_run_dir`'s. Config files are
-TOML with the sections ``[data] [model] [optim] [train] [pareto] [compare]``; unknown keys
-and wrong types are a :class:`ConfigError` naming the key.
+Config files are TOML with the sections ``[data] [model] [optim] [train] [pareto]
+[compare]``; ``[optim]`` and ``[train]`` are the shared sections with this task's defaults
+(SGD with momentum, no clipping, no evaluation at step 0); unknown keys and wrong types are
+a :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,41 +34,39 @@ from curatorch.data import load_npz_dataset as _load_npz
 from curatorch.models import ENCODER_KINDS, MultimodalClassifier, MultimodalClassifierConfig
 from curatorch.pareto import INTEGRATORS, SCALES, GradientIntegrator, build_integrator
 from curatorch.pareto import true_class_confidence as _confidence
-from curatorch.train.checkpoint import (
-    atomic_write_text,
-    latest_checkpoint,
-    restore_training_state,
-    save_training_state,
-)
 from curatorch.train.config import (
     ConfigError,
+    OptimConfig,
+    Section,
+    TrainConfig,
     apply_overrides,
     read_toml,
     sections_from_dict,
     sections_to_dict,
 )
-from curatorch.train.loop import TrainingError, prepare_run_dir
-from curatorch.train.records import append_jsonl, read_jsonl, truncate_jsonl
+from curatorch.train.distributed import DistContext
+from curatorch.train.loop import train_task
+from curatorch.train.records import read_jsonl
 from curatorch.train.sampler import EpochSampler
-from curatorch.train.schedule import lr_at
+from curatorch.train.task import BaseTask, RunContext, TaskState
 
 __all__ = [
     "DATASETS",
-    "OPTIMIZERS",
+    "PARETO_OPTIM",
+    "PARETO_TRAIN",
     "CompareSection",
+    "MultimodalClassifierTask",
     "MultimodalDataSection",
     "MultimodalModelSection",
-    "MultimodalOptimSection",
-    "MultimodalTrainSection",
     "ParetoExperimentConfig",
     "ParetoSection",
-    "build_multimodal_optimizer",
+    "ParetoTrainConfig",
     "build_multimodal_splits",
     "evaluate_multimodal",
     "load_pareto_config",
     "pareto_config_from_dict",
     "pareto_config_to_dict",
-    "train_multimodal",
+    "train_pareto",
 ]
 
 DATASETS = ("coloured_gray_digits", "npz")
@@ -128,100 +125,39 @@ class MultimodalModelSection:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
 
 
-OPTIMIZERS = ("sgd", "adamw", "adam")
+# the multimodal task's defaults for the shared sections: SGD with momentum (the MMPareto
+# authors' default: Adam-type optimizers would cancel MMPareto's magnitude rule), no
+# clipping (it would undo the magnitude rule), no evaluation at step 0
+PARETO_OPTIM = OptimConfig(
+    name="sgd", lr=0.05, momentum=0.9, beta2=0.999, warmup_steps=20, grad_clip=0.0
+)
 
 
 @dataclass(frozen=True)
-class MultimodalOptimSection:
-    """Optimizer and schedule (linear warmup, cosine decay to ``min_lr_ratio * lr``).
+class ParetoTrainConfig(TrainConfig):
+    """:class:`~curatorch.train.TrainConfig` plus the multimodal task's own cadences:
+    ``diag_every`` (gradient diagnostics every so many steps; 0 disables them for methods
+    that do not need per-loss gradients) and ``eval_batch_size``."""
 
-    SGD with momentum is the MMPareto authors' default; note that Adam-type optimizers are
-    nearly invariant to gradient scale, which cancels MMPareto's magnitude rule (gamma).
-    """
-
-    name: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 1e-4
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 0.0
-
-    def validate(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ConfigError(f"optim.name must be one of {list(OPTIMIZERS)}, got {self.name!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"optim.lr must be a positive finite number, got {self.lr}")
-        for key in ("momentum", "beta1", "beta2"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"optim.{key} must be in [0, 1), got {getattr(self, key)}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(
-                f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}"
-            )
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
-            raise ConfigError(
-                f"optim.grad_clip must be a finite number >= 0 (0 disables), got {self.grad_clip}"
-            )
-
-
-def build_multimodal_optimizer(
-    model: torch.nn.Module, cfg: MultimodalOptimSection
-) -> torch.optim.Optimizer:
-    """SGD (momentum), AdamW or Adam; weight decay on matrices and kernels only."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-
-
-@dataclass(frozen=True)
-class MultimodalTrainSection:
-    """Length, batch size and cadences; ``diag_every`` is the cadence of the gradient
-    diagnostics (0 disables them for methods that do not need per-loss gradients)."""
-
-    steps: int = 600
-    batch_size: int = 64
-    eval_every: int = 200
-    checkpoint_every: int = 600
-    keep_checkpoints: int = 1
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0
     diag_every: int = 5
     eval_batch_size: int = 1024
 
     def validate(self) -> None:
-        for key in (
-            "steps",
-            "batch_size",
-            "eval_every",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "eval_batch_size",
-        ):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if self.threads < 0:
-            raise ConfigError(f"train.threads must be >= 0 (0 = torch default), got {self.threads}")
+        super().validate()
         if self.diag_every < 0:
             raise ConfigError(f"train.diag_every must be >= 0, got {self.diag_every}")
-        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
-            raise ConfigError(
-                f"train.device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}"
-            )
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+
+
+PARETO_TRAIN = ParetoTrainConfig(
+    steps=600,
+    batch_size=64,
+    eval_every=200,
+    eval_at_start=False,
+    checkpoint_every=600,
+    keep_checkpoints=1,
+)
 
 
 @dataclass(frozen=True)
@@ -273,8 +209,8 @@ class ParetoExperimentConfig:
 
     data: MultimodalDataSection = field(default_factory=MultimodalDataSection)
     model: MultimodalModelSection = field(default_factory=MultimodalModelSection)
-    optim: MultimodalOptimSection = field(default_factory=MultimodalOptimSection)
-    train: MultimodalTrainSection = field(default_factory=MultimodalTrainSection)
+    optim: OptimConfig = field(default_factory=lambda: PARETO_OPTIM)
+    train: ParetoTrainConfig = field(default_factory=lambda: PARETO_TRAIN)
     pareto: ParetoSection = field(default_factory=ParetoSection)
     compare: CompareSection = field(default_factory=CompareSection)
 
@@ -283,9 +219,10 @@ class ParetoExperimentConfig:
             getattr(self, f.name).validate()
 
 
-_SECTIONS: dict[str, type] = {
-    f.name: f.default_factory for f in dataclasses.fields(ParetoExperimentConfig)
-}  # type: ignore[misc]
+_SECTIONS: dict[str, Section] = {
+    f.name: f.default_factory()  # type: ignore[misc]
+    for f in dataclasses.fields(ParetoExperimentConfig)
+}
 
 
 def pareto_config_from_dict(raw: Mapping[str, Any]) -> ParetoExperimentConfig:
@@ -357,8 +294,158 @@ def evaluate_multimodal(
     return {k: v / max(len(dataset), 1) for k, v in correct.items()}
 
 
-# ----------------------------------------------------------------------------- train
-def train_multimodal(
+# ------------------------------------------------------------------------------ task
+class MultimodalClassifierTask(BaseTask):
+    """A multimodal classifier trained with the gradient integrator ``cfg.pareto.method``.
+
+    Args:
+        cfg: the validated config; ``cfg.data.modalities`` picks the modalities (one
+            modality trains it alone: its encoder, the fusion head over it and its head).
+        splits: prebuilt data for ``cfg.data`` (saves rebuilding it).
+
+    Under torchrun each rank takes its slice of the seeded global batch, the integrator
+    works on this rank's per-loss gradients and the loop sums the results over ranks (the
+    terms are each rank's share, ``loss / W``): with MMPareto this integrates per rank
+    rather than on the global gradients.
+    """
+
+    kind = "multimodal"
+    uses_ddp = False  # integrators take per-loss gradients with torch.autograd.grad
+    headline_metric = "test_acc"
+
+    def __init__(self, cfg: ParetoExperimentConfig, *, splits: MultimodalSplits | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.method = cfg.pareto.method
+        self.train_cfg, self.optim_cfg = cfg.train, cfg.optim
+        self.splits = splits
+
+    def config_dict(self) -> dict[str, Any]:
+        return pareto_config_to_dict(self.cfg)
+
+    def prepare_data(self, run: RunContext) -> None:
+        cfg = self.cfg
+        self.run = run
+        splits = self.splits if self.splits is not None else build_multimodal_splits(cfg.data)
+        train_set, test_set = splits.train, splits.test
+        if cfg.data.modalities:
+            try:
+                train_set = train_set.select(cfg.data.modalities)
+                test_set = test_set.select(cfg.data.modalities)
+            except ValueError as exc:
+                raise ConfigError(f"data.modalities: {exc}") from exc
+        self.train_set, self.test_set = train_set, test_set
+        self.mods = train_set.modalities
+        if "multimodal" in self.mods:
+            raise ConfigError("a modality may not be called 'multimodal' (the fused loss's name)")
+        shapes = train_set.input_shapes()
+        self.model_cfg = MultimodalClassifierConfig(
+            modalities=self.mods,
+            input_shapes=tuple(shapes[m] for m in self.mods),
+            num_classes=train_set.num_classes,
+            encoder=cfg.model.encoder,
+            hidden=cfg.model.hidden,
+            embed_dim=cfg.model.embed_dim,
+        )
+
+    def build_model(self) -> torch.nn.Module:
+        self.model = MultimodalClassifier(self.model_cfg)
+        return self.model
+
+    def model_config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.model_cfg)
+
+    def prepare_training(self, run: RunContext, model: torch.nn.Module) -> None:
+        cfg, device = self.cfg, run.device
+        self.sampler = EpochSampler(len(self.train_set), seed=cfg.train.seed)
+        self.noise_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 17)
+        options: dict[str, Any] = {}
+        if self.method == "mmpareto":
+            options = {"gamma": cfg.pareto.gamma, "scale": cfg.pareto.scale}
+        elif self.method == "ogm_ge":
+            options = {"alpha": cfg.pareto.ogm_alpha, "generator": self.noise_gen}
+        try:
+            self.integ: GradientIntegrator = build_integrator(
+                self.method,
+                encoders=self.model.encoder_parameters(),
+                heads=self.model.head_parameters(),
+                **options,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"pareto.method {self.method!r}: {exc}") from exc
+        self.diagnosis_is_extra = not self.integ.needs_per_loss
+        self.forward: torch.nn.Module = self.model
+
+    def state(self) -> TaskState:
+        return TaskState(self.sampler, {"noise": self.noise_gen})
+
+    checkpoint_state = state
+
+    def forward_module(self) -> torch.nn.Module:
+        return self.model
+
+    def next_batch(self, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        dist: DistContext = self.run.dist
+        idx = self.sampler.draw(self.cfg.train.batch_size)  # [b], the same on every rank
+        n = len(idx) // dist.world_size
+        idx = idx[dist.rank * n : (dist.rank + 1) * n]  # [b / W]
+        inputs, labels = self.train_set.batch(idx)
+        device = self.run.device
+        return {m: x.to(device) for m, x in inputs.items()}, labels.to(device)
+
+    def losses(
+        self, batch: tuple[dict[str, torch.Tensor], torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        inputs, labels = batch
+        out = self.forward(inputs)
+        terms = {"multimodal": F.cross_entropy(out["logits"], labels)}
+        terms.update({m: F.cross_entropy(out["unimodal_logits"][m], labels) for m in self.mods})
+        self.confidences = (
+            {m: _confidence(out["unimodal_logits"][m], labels) for m in self.mods}
+            if self.method == "ogm_ge"
+            else None
+        )
+        w = self.run.dist.world_size
+        return terms if w == 1 else {k: v / w for k, v in terms.items()}
+
+    def diagnose(self, step: int) -> bool:
+        every = self.cfg.train.diag_every
+        return every > 0 and (step + 1) % every == 0
+
+    def backward(
+        self, terms: Mapping[str, torch.Tensor], *, grad_scale: float, diagnose: bool
+    ) -> dict[str, Any]:
+        if grad_scale != 1.0:
+            raise ValueError("the multimodal task does not use DDP: grad_scale must be 1")
+        diag = self.integ.backward(
+            multimodal_loss=terms["multimodal"],
+            unimodal_losses={m: terms[m] for m in self.mods},
+            confidences=self.confidences,
+            diagnose=diagnose,
+        )
+        return diag.to_dict() if diagnose else {}
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+        scores = evaluate_multimodal(
+            self.model,
+            self.test_set,
+            batch_size=self.cfg.train.eval_batch_size,
+            device=self.run.device,
+        )
+        return {f"test_{k}": v for k, v in scores.items()}
+
+    def summary_extras(self, out: Path) -> dict[str, Any]:
+        extras: dict[str, Any] = {"modalities": list(self.mods)}
+        diags = read_jsonl(out / "diagnostics.jsonl")
+        for m in self.mods:
+            cos = [d[f"cos/{m}"] for d in diags if d.get(f"cos/{m}") is not None]
+            if cos:
+                extras[f"mean_cos/{m}"] = sum(cos) / len(cos)
+                extras[f"conflict_rate/{m}"] = sum(c <= 0 for c in cos) / len(cos)
+        return extras
+
+
+def train_pareto(
     cfg: ParetoExperimentConfig,
     out_dir: str | os.PathLike[str],
     *,
@@ -367,218 +454,18 @@ def train_multimodal(
     progress: bool = True,
     splits: MultimodalSplits | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
+    dist: DistContext | None = None,
 ) -> dict[str, Any]:
-    """Train a multimodal classifier with ``cfg.pareto.method``; returns the summary.
-
-    Args:
-        cfg: the validated config; ``cfg.data.modalities`` picks the modalities (one
-            modality trains it alone: its encoder, the fusion head over it and its head).
-        out_dir: the run folder (see :func:`curatorch.train.prepare_run_dir`).
-        resume: continue from the folder's latest checkpoint.
-        overwrite: replace the run the folder holds.
-        progress: tqdm progress bar on stderr.
-        splits: prebuilt data for ``cfg.data`` (saves rebuilding it).
-        on_eval: called with every metrics record.
-
-    Summary keys: ``test_acc`` (fused), ``test_acc/<modality>`` (unimodal heads),
-    ``step_time_s`` (median seconds per training step on steps without extra
-    diagnostics), ``conflict_rate/<m>`` and ``mean_cos/<m>`` over the diagnosed steps.
-    """
-    from tqdm.auto import tqdm
-
-    cfg.validate()
-    out = Path(out_dir)
-    cfg_dict = pareto_config_to_dict(cfg)
-    resuming = prepare_run_dir(out, config=cfg_dict, resume=resume, overwrite=overwrite)
-    t_start = time.perf_counter()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = torch.device(cfg.train.device)
-    if splits is None:
-        splits = build_multimodal_splits(cfg.data)
-    train_set, test_set = splits.train, splits.test
-    if cfg.data.modalities:
-        try:
-            train_set = train_set.select(cfg.data.modalities)
-            test_set = test_set.select(cfg.data.modalities)
-        except ValueError as exc:
-            raise ConfigError(f"data.modalities: {exc}") from exc
-    mods = train_set.modalities
-    shapes = train_set.input_shapes()
-    model_cfg = MultimodalClassifierConfig(
-        modalities=mods,
-        input_shapes=tuple(shapes[m] for m in mods),
-        num_classes=train_set.num_classes,
-        encoder=cfg.model.encoder,
-        hidden=cfg.model.hidden,
-        embed_dim=cfg.model.embed_dim,
+    """Train a multimodal classifier: :class:`MultimodalClassifierTask` in the one loop
+    (:func:`curatorch.train.train_task`, whose arguments these are); returns the summary,
+    which adds ``modalities`` and, over the diagnosed steps, ``mean_cos/<m>`` and
+    ``conflict_rate/<m>`` to the loop's keys."""
+    return train_task(
+        MultimodalClassifierTask(cfg, splits=splits),
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        on_eval=on_eval,
+        dist=dist,
     )
-    torch.manual_seed(cfg.train.seed)
-    model = MultimodalClassifier(model_cfg).to(device)
-    optimizer = build_multimodal_optimizer(model, cfg.optim)
-    sampler = EpochSampler(len(train_set), seed=cfg.train.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 17)
-    method = cfg.pareto.method
-    options: dict[str, Any] = {}
-    if method == "mmpareto":
-        options = {"gamma": cfg.pareto.gamma, "scale": cfg.pareto.scale}
-    elif method == "ogm_ge":
-        options = {"alpha": cfg.pareto.ogm_alpha, "generator": noise_gen}
-    try:
-        integ: GradientIntegrator = build_integrator(
-            method, encoders=model.encoder_parameters(), heads=model.head_parameters(), **options
-        )
-    except ValueError as exc:
-        raise ConfigError(f"pareto.method {method!r}: {exc}") from exc
-
-    metrics_path = out / "metrics.jsonl"
-    diag_path = out / "diagnostics.jsonl"
-    step = 0
-    step_times: list[float] = []
-    # training-loss sums of the evaluation window in progress: checkpointed, so that a
-    # resumed run logs the same train_* means as an uninterrupted one
-    loss_sums: dict[str, float] = {}
-    loss_count = 0
-    if resuming:
-        restored = restore_training_state(
-            out, model=model, optimizer=optimizer, sampler=sampler, generators={"noise": noise_gen}
-        )
-        if restored is None:
-            metrics_path.unlink(missing_ok=True)
-            diag_path.unlink(missing_ok=True)
-        else:
-            step = int(restored["step"])
-            step_times = list(restored.get("step_times", []))
-            loss_sums = {str(k): float(v) for k, v in restored.get("loss_sums", {}).items()}
-            loss_count = int(restored.get("loss_count", 0))
-            truncate_jsonl(metrics_path, step)
-            truncate_jsonl(diag_path, step)
-
-    def checkpoint() -> Path:
-        return save_training_state(
-            out,
-            step=step,
-            model=model,
-            optimizer=optimizer,
-            sampler=sampler,
-            generators={"noise": noise_gen},
-            state={
-                "config": cfg_dict,
-                "model_config": dataclasses.asdict(model_cfg),
-                "step_times": step_times,
-                "loss_sums": loss_sums,
-                "loss_count": loss_count,
-            },
-            keep=cfg.train.keep_checkpoints,
-        )
-
-    def run_eval() -> dict[str, Any]:
-        nonlocal loss_sums, loss_count
-        scores = evaluate_multimodal(
-            model, test_set, batch_size=cfg.train.eval_batch_size, device=device
-        )
-        record: dict[str, Any] = {"step": step, "examples_seen": step * cfg.train.batch_size}
-        record.update({f"test_{k}": v for k, v in scores.items()})
-        record.update(
-            {f"train_{k}": v / loss_count for k, v in loss_sums.items()} if loss_count else {}
-        )
-        record["lr"] = optimizer.param_groups[0]["lr"]
-        loss_sums, loss_count = {}, 0
-        append_jsonl(metrics_path, record)
-        if on_eval is not None:
-            on_eval(record)
-        return record
-
-    model.train()
-    bar = tqdm(
-        total=cfg.train.steps,
-        initial=step,
-        desc=f"pareto {method}",
-        unit="step",
-        disable=not progress,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
-    last_ckpt = latest_checkpoint(out)
-    batch = cfg.train.batch_size
-    while step < cfg.train.steps:
-        lr = lr_at(
-            step,
-            base_lr=cfg.optim.lr,
-            total_steps=cfg.train.steps,
-            warmup_steps=cfg.optim.warmup_steps,
-            min_lr_ratio=cfg.optim.min_lr_ratio,
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        idx = sampler.draw(batch)  # [b]
-        inputs, labels = train_set.batch(idx)
-        inputs = {m: x.to(device) for m, x in inputs.items()}
-        labels = labels.to(device)
-        diagnose = cfg.train.diag_every > 0 and (step + 1) % cfg.train.diag_every == 0
-        t0 = time.perf_counter()
-        out_t = model(inputs)
-        loss_mm = F.cross_entropy(out_t["logits"], labels)
-        loss_u = {m: F.cross_entropy(out_t["unimodal_logits"][m], labels) for m in mods}
-        total = float(loss_mm.detach()) + sum(float(v.detach()) for v in loss_u.values())
-        if not math.isfinite(total):
-            where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint yet"
-            raise TrainingError(f"non-finite loss {total} at step {step + 1} ({where})")
-        confidences = (
-            {m: _confidence(out_t["unimodal_logits"][m], labels) for m in mods}
-            if method == "ogm_ge"
-            else None
-        )
-        optimizer.zero_grad(set_to_none=True)
-        diag = integ.backward(
-            multimodal_loss=loss_mm,
-            unimodal_losses=loss_u,
-            confidences=confidences,
-            diagnose=diagnose,
-        )
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - t0
-        if integ.needs_per_loss or not diagnose:
-            step_times.append(elapsed)
-        step += 1
-        loss_sums["loss_mm"] = loss_sums.get("loss_mm", 0.0) + float(loss_mm.detach())
-        for m, v in loss_u.items():
-            loss_sums[f"loss/{m}"] = loss_sums.get(f"loss/{m}", 0.0) + float(v.detach())
-        loss_count += 1
-        if diagnose:
-            rec = diag.to_dict()
-            if rec:
-                append_jsonl(diag_path, {"step": step, **rec})
-        bar.update(1)
-        last = step == cfg.train.steps
-        if step % cfg.train.eval_every == 0 or last:
-            run_eval()
-            model.train()
-        if step % cfg.train.checkpoint_every == 0 or last:
-            last_ckpt = checkpoint()
-    bar.close()
-
-    records = read_jsonl(metrics_path)
-    final = records[-1] if records else run_eval()
-    diags = read_jsonl(diag_path)
-    summary: dict[str, Any] = {
-        "run": str(out),
-        "method": method,
-        "seed": cfg.train.seed,
-        "modalities": list(mods),
-        **{k: v for k, v in final.items() if k.startswith("test_")},
-        "step": final.get("step"),
-        "step_time_s": statistics.median(step_times) if step_times else None,
-    }
-    for m in mods:
-        cos = [d[f"cos/{m}"] for d in diags if d.get(f"cos/{m}") is not None]
-        if cos:
-            summary[f"mean_cos/{m}"] = sum(cos) / len(cos)
-            summary[f"conflict_rate/{m}"] = sum(c <= 0 for c in cos) / len(cos)
-    summary["wall_s"] = round(time.perf_counter() - t_start, 3)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    return summary

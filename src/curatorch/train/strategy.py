@@ -14,6 +14,7 @@ from typing import Protocol
 
 import torch
 
+from curatorch.data.images import float_images
 from curatorch.models import TwoTower
 from curatorch.selection import (
     ModelEmbeddings,
@@ -25,11 +26,6 @@ from curatorch.selection import (
 from curatorch.train.distributed import DistContext
 
 __all__ = ["Candidates", "Selection", "Selector", "float_images"]
-
-
-def float_images(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[n, 3, H, W]`` images as float32 scaled from [0, 255] to [-1, 1]."""
-    return images.to(torch.float32).mul_(1.0 / 127.5).sub_(1.0)
 
 
 @dataclass

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from curatorch.cli import main
-from tests.test_cli import TINY
-
-
-def _records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+from tests.helpers import TINY, last_json, records
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +61,11 @@ def test_selecting_strategies_train_from_the_cache(reference, tmp_path: Path, st
         ]
     )
     assert code == 0
-    last = _records(run)[-1]
+    last = records(run)[-1]
     assert last["examples_seen"] == 6 * 32
     assert last["flops_learner_scoring"] > 0
     # from the cache: the reference costs its one-time embedding of the pool only
-    assert last["flops_reference_scoring"] == _records(run)[0]["flops_reference_scoring"] > 0
+    assert last["flops_reference_scoring"] == records(run)[0]["flops_reference_scoring"] > 0
     assert last["flops_total"] == (
         last["flops_train"] + last["flops_learner_scoring"] + last["flops_reference_scoring"]
     )
@@ -97,7 +92,7 @@ def test_online_reference_and_hard_learner(reference, tmp_path: Path) -> None:
         )
         == 0
     )
-    recs = _records(run)
+    recs = records(run)
     assert recs[-1]["flops_reference_scoring"] > recs[1]["flops_reference_scoring"] > 0
     run = tmp_path / "hard"
     assert (
@@ -118,7 +113,7 @@ def test_online_reference_and_hard_learner(reference, tmp_path: Path) -> None:
         )
         == 0
     )
-    assert _records(run)[-1]["flops_reference_scoring"] == 0
+    assert records(run)[-1]["flops_reference_scoring"] == 0
 
 
 def test_jest_resume_matches_uninterrupted(reference, tmp_path: Path, monkeypatch) -> None:
@@ -148,7 +143,7 @@ def test_jest_resume_matches_uninterrupted(reference, tmp_path: Path, monkeypatc
     assert main(["train", str(cfg), "--out", str(part), *args]) == 130
     monkeypatch.setattr(loop, "append_jsonl", real)
     assert main(["train", str(cfg), "--out", str(part), "--resume", *args]) == 0
-    assert _records(part) == _records(full)
+    assert records(part) == records(full)
 
 
 def test_reference_errors_are_named(reference, tmp_path: Path, capsys) -> None:
@@ -226,7 +221,7 @@ def test_jest_analyze_writes_plots_and_json(reference, tmp_path: Path, capsys) -
         ]
     )
     assert code == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json(capsys.readouterr().out)
     assert result["super_batch"] == 64 and result["batch_size"] == 32
     assert result["vs_chunks"]["chunks"] == [1, 2, 4, 8, 16, 32]
     for name in (

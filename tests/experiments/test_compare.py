@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,84 @@ def test_bad_config_names_the_key(mutate, needle: str) -> None:
 def test_bad_compare_override_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"compare\.nope"):
         parse_compare_config(_raw(), ["compare.nope=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("compare.nope=1", "unknown config key compare.nope in --set"),
+        ("strategy.nope=1", "unknown config key strategy.nope in --set"),
+        ("nope.x=1", "unknown config section [nope] in --set"),
+        ("compare.seeds", "--set expects section.key=value"),
+        ("compare.seeds=['a']", "compare.seeds[0] must be an integer"),
+        ("compare.analyze=2", "compare.analyze must be a boolean"),
+        ("compare.strategies=3", "compare.strategies must be a list of tables"),
+    ],
+)
+def test_set_is_checked_against_the_fields(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        parse_compare_config(_raw(), [override])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda r: r["compare"]["strategies"][1].update(bogus=1), "compare.strategies[1].bogus"),
+        (
+            lambda r: r["compare"]["strategies"][1]["strategy"].update(filter_ratio="x"),
+            "compare.strategies[1].strategy.filter_ratio must be a number",
+        ),
+        (
+            lambda r: r["compare"]["strategies"][2].update(optim={"lr": "fast"}),
+            "compare.strategies[2].optim.lr must be a number",
+        ),
+        (
+            lambda r: r["compare"]["strategies"][1].update(strategy=3),
+            "[compare.strategies[1].strategy]",
+        ),
+        (
+            lambda r: r["compare"]["strategies"][1].pop("name"),
+            "compare.strategies[1].name is required",
+        ),
+        (lambda r: r["compare"]["strategies"].append(7), "[compare.strategies[3]] must be a table"),
+        (lambda r: r["compare"]["strategies"][1].update(label=1), "compare.strategies[1].label"),
+        (
+            lambda r: r["compare"]["strategies"][1]["strategy"].update(chunks=5),
+            "compare.strategies[1] ('jest'): train.batch_size=16 must be divisible",
+        ),
+        (lambda r: r["compare"].update(quick=["compare.nope=1"]), "compare.quick: unknown"),
+        (lambda r: r["compare"].update(quick="train.steps=1"), "compare.quick must be a list"),
+    ],
+)
+def test_bad_strategy_entries_name_the_key(mutate, needle: str) -> None:
+    raw = _raw()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        parse_compare_config(raw, quick=True)
+
+
+def test_no_placeholder_reference_until_the_reference_exists() -> None:
+    """A strategy needing the comparison's reference has none until run_compare has one:
+    its config is validated in everything else, and refused in full until filled in."""
+    raw = _raw()
+    raw["compare"]["strategies"].append(
+        {"name": "own", "strategy": {"name": "jest", "reference": "some/cache"}}
+    )
+    cc = parse_compare_config(raw)
+    jest = cc.runs["jest"][0]
+    assert jest.strategy.reference == "" and jest.strategy.needs_reference
+    assert cc.runs["iid"][0].strategy.reference == ""
+    with pytest.raises(ConfigError, match=r"strategy\.reference is required"):
+        jest.validate()
+    filled = cc.run_config("jest", 0, reference="out/reference-cache")
+    assert filled.strategy.reference == "out/reference-cache"
+    assert dataclasses.replace(filled, strategy=jest.strategy) == jest  # nothing else changes
+    assert cc.run_config("iid", 1, reference="out/reference-cache").strategy.reference == ""
+    # a strategy naming its own reference keeps it
+    assert cc.run_config("own", 0, reference="x").strategy.reference == "some/cache"
+    # the entries' tables override the shared sections, whose other values they keep
+    assert jest.strategy.chunks == 4 and jest.strategy.filter_ratio == 0.5
+    assert cc.compare.strategies[1].strategy == jest.strategy
 
 
 def test_to_target_interpolates_and_reports_never() -> None:
@@ -280,6 +360,6 @@ def test_cli_config_error_exit_2(tmp_path: Path) -> None:
 def test_shipped_compare_configs_load(name: str, quick: bool) -> None:
     from curatorch.experiments.jest_compare import load_compare_config
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cc = load_compare_config(root / "configs" / name, quick=quick)
     assert cc.runs and all(cc.runs[s] for s in cc.runs)

@@ -9,7 +9,8 @@ import pytest
 
 from curatorch.cli import main
 from curatorch.scaling import DEFAULT_B_GRID, DEFAULT_TAU_GRID, pool_error, read_params
-from tests.scaling.test_law import REFERENCE_UTILITY
+from tests.helpers import last_json
+from tests.scaling.helpers import REFERENCE_UTILITY
 
 PUBLISHED = "/work/shared/data/scaling/parameter_values.jsonl"
 PREDICT = [
@@ -25,15 +26,11 @@ PREDICT = [
 ]
 
 
-def _last_json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def test_predict_reproduces_reference_and_json_format(capsys):
     assert main(PREDICT) == 0
     out = capsys.readouterr().out
     assert "18.25*" in out  # the table marks the best filter
-    rec = _last_json(out)
+    rec = last_json(out)
     assert list(rec) == ["budgets", "best"]
     assert list(rec["budgets"]) == ["32M", "64M", "128M", "640M"]
     for j, b in enumerate(rec["budgets"]):
@@ -63,7 +60,7 @@ def test_predict_data_method_needs_d(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--d" in err[0]
     assert main([*args, "--d", "0.1", "--json"]) == 0
-    rec = _last_json(capsys.readouterr().out)
+    rec = last_json(capsys.readouterr().out)
     assert abs(rec["budgets"]["32M"]["top10"] - 18.248683636949693) < 1e-6
 
 
@@ -125,7 +122,7 @@ def test_fit_cli_recovers_parameters(tmp_path, capsys):
         )
         == 0
     )
-    rec = _last_json(capsys.readouterr().out)
+    rec = last_json(capsys.readouterr().out)
     assert rec["sse"] < 1e-20 and rec["id"] == "mine"
     (p,) = read_params(out)
     np.testing.assert_allclose(p.b, b, rtol=1e-10)
@@ -149,7 +146,7 @@ def test_fit_cli_recovers_parameters(tmp_path, capsys):
         )
         == 0
     )
-    assert set(_last_json(capsys.readouterr().out)["best"]) == {"200K", "2M"}
+    assert set(last_json(capsys.readouterr().out)["best"]) == {"200K", "2M"}
     # a pool_size column and --pool-size together are refused
     assert (
         main(["scaling", "fit", str(tmp_path / "runs.csv"), "--out", str(out), "--pool-size", "1M"])
@@ -179,7 +176,7 @@ def test_plot_writes_png_atomically(tmp_path, capsys):
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f.name for f in out.parent.iterdir()] == ["plot.png"]
-    rec = _last_json(capsys.readouterr().out)
+    rec = last_json(capsys.readouterr().out)
     assert rec["first_best"] == "top10" and rec["switches"][0]["to"] == "top20"
 
 

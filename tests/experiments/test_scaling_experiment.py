@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from curatorch.cli import main
 from curatorch.experiments import load_scaling_config, split_buckets
+from curatorch.experiments.scaling import scaling_config_from_dict
 from curatorch.train import ConfigError
 
 CONFIG = "configs/scaling_experiment.toml"
@@ -23,13 +25,45 @@ def test_config_loads_with_overrides():
     [
         ("scaling.nope=1", "unknown config key scaling.nope"),
         ("scaling.combos=[5]", r"scaling.combos entries must be in \[2, 4\], got 5"),
-        ("scaling.passes='x'", "scaling.passes must be like 10"),
+        ("scaling.passes='x'", "scaling.passes must be an integer, got str 'x'"),
+        ("scaling.fit_d=1", "scaling.fit_d must be a boolean, got int 1"),
+        ("scaling.combos=[2, 'x']", r"scaling.combos\[1\] must be an integer"),
         ("train.nope=1", "unknown config key train.nope"),
+        ("nope.passes=1", r"unknown config section \[nope\]"),
+        ("scaling=1", "--set expects section.key=value"),
     ],
 )
 def test_config_errors_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         load_scaling_config(CONFIG, [override])
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ({"reference_steps": "300"}, "scaling.reference_steps must be an integer, got str"),
+        ({"tolerance": True}, "scaling.tolerance must be a number, got bool"),
+        ({"method": 1}, "scaling.method must be a string"),
+        ({"bogus": 1}, "unknown config key scaling.bogus"),
+        ({"d": 2.0}, r"scaling.d must be in \[0, 1\]"),
+    ],
+)
+def test_wrong_types_in_the_file_name_the_key(tmp_path, table, match):
+    """The [scaling] table goes through the shared schema machinery (one ConfigError)."""
+    import tomllib
+
+    raw = tomllib.loads(Path(CONFIG).read_text())
+    raw["scaling"].update(table)
+    with pytest.raises(ConfigError, match=match):
+        scaling_config_from_dict(raw)
+
+
+def test_config_round_trips_the_shared_sections():
+    cfg = load_scaling_config(CONFIG)
+    assert isinstance(cfg.scaling.tau_max, float) and cfg.scaling.tau_max == 50.0
+    assert cfg.base.data.raw_size == 32768 and cfg.base.train.threads == 1
+    with pytest.raises(ConfigError, match=r"\[scaling\] must be a table"):
+        scaling_config_from_dict({"scaling": 3})
 
 
 def test_split_buckets():

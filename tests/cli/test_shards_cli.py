@@ -15,6 +15,7 @@ from curatorch.data import (
     load_embedding_cache,
 )
 from curatorch.data.shapes import num_classes
+from tests.helpers import last_json
 
 SMALL = """
 [data]
@@ -37,10 +38,6 @@ seed = 0
 """
 
 
-def _last_json(text: str) -> dict:
-    return json.loads(text.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shards_cli")
@@ -57,7 +54,7 @@ def test_export_then_embed_over_shards(setup: dict[str, Path], capsys) -> None:
     args = ["data", "export-shards", str(cfg), "--out", str(out), "--samples-per-shard", "100"]
     capsys.readouterr()
     assert main([*args, "--pool", "both", "--no-progress"]) == 0
-    summary = _last_json(capsys.readouterr().out)
+    summary = last_json(capsys.readouterr().out)
     # raw: 300 examples in 3 shards, then curated: 15 in one more
     assert summary == {
         "out": str(out),
@@ -86,7 +83,7 @@ def test_export_then_embed_over_shards(setup: dict[str, Path], capsys) -> None:
         ]
     )
     assert code == 0
-    result = _last_json(capsys.readouterr().out)
+    result = last_json(capsys.readouterr().out)
     assert result["count"] == 315 and result["samples_skipped"] == 0 and result["shards"] == 4
     meta = json.loads((cache / "meta.json").read_text())
     assert meta["shards"] == ["000000", "000001", "000002", "000003"]
@@ -187,12 +184,12 @@ def test_smoke_config_learns_from_exported_shards(tmp_path: Path, capsys) -> Non
     """Issue 7's round trip: ``data export-shards`` of the smoke world's raw pool, then IID
     training that reads only the tar shards learns (zero-shot well above chance on the
     built-in evaluation set). The smoke config, shortened to 200 steps."""
-    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.toml"
+    smoke = Path(__file__).resolve().parents[2] / "configs" / "smoke.toml"
     shards = tmp_path / "shards"
     capsys.readouterr()
     export = ["data", "export-shards", str(smoke), "--out", str(shards), "--no-progress"]
     assert main([*export, "--samples-per-shard", "2500"]) == 0
-    summary = _last_json(capsys.readouterr().out)
+    summary = last_json(capsys.readouterr().out)
     assert summary["shards"] == 8 and summary["samples"] == 20000
     assert summary["pattern"] == str(shards / "{000000..000007}.tar")
     run = tmp_path / "run"

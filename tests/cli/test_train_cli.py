@@ -2,63 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from curatorch.cli import main
-
-TINY = """
-[data]
-world = "shapes"
-raw_size = 1500
-eval_size = 240
-retrieval_size = 120
-probe_shots = 2
-seed = 0
-
-[model]
-size = "tiny"
-
-[optim]
-lr = 2e-3
-warmup_steps = 2
-
-[train]
-steps = 6
-batch_size = 32
-eval_every = 3
-checkpoint_every = 2
-seed = 0
-"""
-
-VOLATILE = {"wall_s", "run"}
-
-
-@pytest.fixture
-def cfg_file(tmp_path: Path) -> Path:
-    f = tmp_path / "tiny.toml"
-    f.write_text(TINY)
-    return f
-
-
-def _records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _last_json(text: str) -> dict:
-    return json.loads(text.strip().splitlines()[-1])
+from tests.helpers import last_json, records
 
 
 def test_train_writes_metrics_checkpoints_and_summary(
-    cfg_file: Path, tmp_path: Path, capsys
+    tiny_cfg_file: Path, tmp_path: Path, capsys
 ) -> None:
     run = tmp_path / "run"
-    assert main(["train", str(cfg_file), "--out", str(run), "--no-progress"]) == 0
-    summary = _last_json(capsys.readouterr().out)
-    records = _records(run)
-    assert [r["step"] for r in records] == [0, 3, 6]
+    assert main(["train", str(tiny_cfg_file), "--out", str(run), "--no-progress"]) == 0
+    summary = last_json(capsys.readouterr().out)
+    recs = records(run)
+    assert [r["step"] for r in recs] == [0, 3, 6]
     required = {
         "step",
         "examples_seen",
@@ -70,27 +29,29 @@ def test_train_writes_metrics_checkpoints_and_summary(
         "t2i_r1",
         "mean_score",
     }
-    for r in records:
+    for r in recs:
         assert required <= set(r)
         assert r["mean_score"] == pytest.approx(
             (r["zeroshot_acc"] + r["fewshot_acc"] + r["i2t_r1"] + r["t2i_r1"]) / 4
         )
-    assert records[-1]["examples_seen"] == 6 * 32
-    assert records[2]["flops"] == 2 * records[1]["flops"] > 0
-    assert summary["step"] == 6 and summary["mean_score"] == records[-1]["mean_score"]
+    assert recs[-1]["examples_seen"] == 6 * 32
+    assert recs[2]["flops"] == 2 * recs[1]["flops"] > 0
+    assert summary["step"] == 6 and summary["mean_score"] == recs[-1]["mean_score"]
     assert (run / "checkpoints" / "step_00000006" / "model.safetensors").is_file()
     assert (run / "summary.json").is_file()
 
 
-def test_same_seed_same_result(cfg_file: Path, tmp_path: Path) -> None:
+def test_same_seed_same_result(tiny_cfg_file: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
-        assert main(["train", str(cfg_file), "--out", str(tmp_path / name), "--no-progress"]) == 0
-    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+        assert (
+            main(["train", str(tiny_cfg_file), "--out", str(tmp_path / name), "--no-progress"]) == 0
+        )
+    assert records(tmp_path / "a") == records(tmp_path / "b")
 
 
-def test_resume_matches_uninterrupted(cfg_file: Path, tmp_path: Path, monkeypatch) -> None:
+def test_resume_matches_uninterrupted(tiny_cfg_file: Path, tmp_path: Path, monkeypatch) -> None:
     full = tmp_path / "full"
-    assert main(["train", str(cfg_file), "--out", str(full), "--no-progress"]) == 0
+    assert main(["train", str(tiny_cfg_file), "--out", str(full), "--no-progress"]) == 0
 
     # interrupt right after the step-3 evaluation: the last checkpoint is step 2
     from curatorch.train import loop
@@ -104,25 +65,25 @@ def test_resume_matches_uninterrupted(cfg_file: Path, tmp_path: Path, monkeypatc
 
     part = tmp_path / "part"
     monkeypatch.setattr(loop, "append_jsonl", crash_after_step_3)
-    assert main(["train", str(cfg_file), "--out", str(part), "--no-progress"]) == 130
+    assert main(["train", str(tiny_cfg_file), "--out", str(part), "--no-progress"]) == 130
     monkeypatch.setattr(loop, "append_jsonl", real)
-    assert [r["step"] for r in _records(part)] == [0, 3]
-    assert main(["train", str(cfg_file), "--out", str(part), "--resume", "--no-progress"]) == 0
-    assert _records(part) == _records(full)
+    assert [r["step"] for r in records(part)] == [0, 3]
+    assert main(["train", str(tiny_cfg_file), "--out", str(part), "--resume", "--no-progress"]) == 0
+    assert records(part) == records(full)
 
 
-def test_resume_on_missing_dir_starts_fresh(cfg_file: Path, tmp_path: Path) -> None:
+def test_resume_on_missing_dir_starts_fresh(tiny_cfg_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "new"
-    assert main(["train", str(cfg_file), "--out", str(run), "--resume", "--no-progress"]) == 0
-    assert _records(run)[-1]["step"] == 6
+    assert main(["train", str(tiny_cfg_file), "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert records(run)[-1]["step"] == 6
 
 
-def test_existing_run_is_refused_and_kept(cfg_file: Path, tmp_path: Path, capsys) -> None:
+def test_existing_run_is_refused_and_kept(tiny_cfg_file: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
-    assert main(["train", str(cfg_file), "--out", str(run), "--no-progress"]) == 0
+    assert main(["train", str(tiny_cfg_file), "--out", str(run), "--no-progress"]) == 0
     before = (run / "metrics.jsonl").read_bytes()
     capsys.readouterr()
-    assert main(["train", str(cfg_file), "--out", str(run), "--no-progress"]) == 2
+    assert main(["train", str(tiny_cfg_file), "--out", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert str(run) in err and "--resume" in err and len(err.strip().splitlines()) == 1
     assert (run / "metrics.jsonl").read_bytes() == before
@@ -131,7 +92,7 @@ def test_existing_run_is_refused_and_kept(cfg_file: Path, tmp_path: Path, capsys
         main(
             [
                 "train",
-                str(cfg_file),
+                str(tiny_cfg_file),
                 "--out",
                 str(run),
                 "--resume",
@@ -146,11 +107,13 @@ def test_existing_run_is_refused_and_kept(cfg_file: Path, tmp_path: Path, capsys
     assert (run / "metrics.jsonl").read_bytes() == before
 
 
-def test_foreign_folder_is_refused(cfg_file: Path, tmp_path: Path, capsys) -> None:
+def test_foreign_folder_is_refused(tiny_cfg_file: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "notes"
     run.mkdir()
     (run / "mine.txt").write_text("keep me")
-    assert main(["train", str(cfg_file), "--out", str(run), "--overwrite", "--no-progress"]) == 2
+    assert (
+        main(["train", str(tiny_cfg_file), "--out", str(run), "--overwrite", "--no-progress"]) == 2
+    )
     assert (run / "mine.txt").read_text() == "keep me"
 
 
@@ -164,10 +127,18 @@ def test_foreign_folder_is_refused(cfg_file: Path, tmp_path: Path, capsys) -> No
     ],
 )
 def test_bad_config_exits_2_naming_the_key(
-    cfg_file: Path, tmp_path: Path, capsys, override, named
+    tiny_cfg_file: Path, tmp_path: Path, capsys, override, named
 ) -> None:
     code = main(
-        ["train", str(cfg_file), "--out", str(tmp_path / "r"), "--set", override, "--no-progress"]
+        [
+            "train",
+            str(tiny_cfg_file),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            override,
+            "--no-progress",
+        ]
     )
     assert code == 2
     err = capsys.readouterr().err
@@ -175,13 +146,13 @@ def test_bad_config_exits_2_naming_the_key(
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 
-def test_eval_checkpoint_and_bad_checkpoint(cfg_file: Path, tmp_path: Path, capsys) -> None:
+def test_eval_checkpoint_and_bad_checkpoint(tiny_cfg_file: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
-    assert main(["train", str(cfg_file), "--out", str(run), "--no-progress"]) == 0
-    last = _records(run)[-1]
+    assert main(["train", str(tiny_cfg_file), "--out", str(run), "--no-progress"]) == 0
+    last = records(run)[-1]
     capsys.readouterr()
     assert main(["eval", str(run)]) == 0
-    scores = _last_json(capsys.readouterr().out)
+    scores = last_json(capsys.readouterr().out)
     assert scores["step"] == 6
     for key in ("zeroshot_acc", "fewshot_acc", "i2t_r1", "t2i_r1", "mean_score"):
         assert scores[key] == pytest.approx(last[key], abs=1e-6)
@@ -192,7 +163,7 @@ def test_eval_checkpoint_and_bad_checkpoint(cfg_file: Path, tmp_path: Path, caps
     assert "model.safetensors" in capsys.readouterr().err
 
 
-def test_data_preview_writes_png(cfg_file: Path, tmp_path: Path) -> None:
+def test_data_preview_writes_png(tiny_cfg_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "grid.png"
-    assert main(["data", "preview", str(cfg_file), "--out", str(out), "-n", "8"]) == 0
+    assert main(["data", "preview", str(tiny_cfg_file), "--out", str(out), "-n", "8"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,70 @@
+"""Config text and small helpers shared between test modules (test modules never import
+each other). The fixtures that write these configs live in ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# two-tower training on the built-in shapes world: 6 steps, evaluation at steps 0/3/6,
+# checkpoints every 2 steps
+TINY = """
+[data]
+world = "shapes"
+raw_size = 1500
+eval_size = 240
+retrieval_size = 120
+probe_shots = 2
+seed = 0
+
+[model]
+size = "tiny"
+
+[optim]
+lr = 2e-3
+warmup_steps = 2
+
+[train]
+steps = 6
+batch_size = 32
+eval_every = 3
+checkpoint_every = 2
+seed = 0
+"""
+
+# the multimodal classifier (``curatorch pareto train`` / ``compare``): 12 steps,
+# checkpoints every 4 steps
+PARETO_TINY = """
+[data]
+dataset = "coloured_gray_digits"
+[model]
+hidden = 16
+embed_dim = 8
+[optim]
+lr = 0.05
+warmup_steps = 2
+[train]
+steps = 12
+batch_size = 32
+eval_every = 6
+checkpoint_every = 4
+keep_checkpoints = 1
+diag_every = 2
+threads = 1
+[pareto]
+method = "mmpareto"
+[compare]
+methods = ["uniform", "mmpareto"]
+seeds = [0, 1]
+alone = ["gray"]
+"""
+
+
+def records(run: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl``."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def last_json(text: str) -> dict:
+    """The JSON object on the last line of a command's output."""
+    return json.loads(text.strip().splitlines()[-1])
