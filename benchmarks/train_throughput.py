@@ -3,11 +3,16 @@
     python benchmarks/train_throughput.py                      # tiny and small on CPU
     python benchmarks/train_throughput.py --device cuda --size base   # bf16 autocast
     python benchmarks/train_throughput.py --device cuda --size base --compile
+    python benchmarks/train_throughput.py --strategy jest      # a JEST step (cached reference)
 
-A training step is the forward of both towers, the SigLIP loss, the backward and an AdamW
-step; an evaluation step is the no-grad forward of both towers. Inputs are random images
-and token ids of the built-in world's shapes (the data pipeline is not timed). The last
-line printed is JSON.
+A training step is :meth:`curatorch.train.Trainer.step` of a
+:class:`~curatorch.train.ContrastiveTask` on the built-in shapes world: exactly the step
+the loop runs (the batch drawn from the pool and, for JEST, selected from its super-batch
+with a cached reference trained for ``--reference-steps`` steps; the forward of both
+towers, the SigLIP loss, the backward, clipping, the gradient check and the AdamW step).
+``flops_per_step`` is the loop's own accounting (training plus scoring FLOPs). An
+evaluation step is the no-grad forward of both towers on one batch. The last line printed
+is JSON.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
-from curatorch.losses import sigmoid_contrastive_loss
-from curatorch.models import build_model, get_model_config, two_tower_forward_flops
+from curatorch.configs import resolve_config
+from curatorch.train import ContrastiveTask, Trainer, load_config
 
 
 def _sync(device: torch.device) -> None:
@@ -30,69 +36,69 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _trainer(size: str, args: argparse.Namespace, out: Path) -> Trainer:
+    steps = args.warmup + args.steps
+    overrides = [
+        f"model.size={size!r}",
+        f"data.image_size={args.image_size}",
+        f"data.raw_size={args.pool_size}",
+        f"train.batch_size={args.batch_size}",
+        f"train.steps={steps}",
+        f"train.checkpoint_every={steps}",
+        f"train.eval_every={steps}",
+        f"train.device={args.device!r}",
+        f"train.compile={'true' if args.compile else 'false'}",
+        f"train.precision={'bf16' if args.device.startswith('cuda') and not args.fp32 else 'fp32'}",
+        f"strategy.name={args.strategy!r}",
+        f"strategy.reference_steps={args.reference_steps}",
+    ]
+    if args.patch_size:
+        overrides.append(f"model.train_patch_size={args.patch_size}")
+    cfg = load_config(resolve_config("smoke"), overrides)
+    return Trainer.start(ContrastiveTask(cfg), out, progress=False)
+
+
 def bench_size(size: str, args: argparse.Namespace) -> dict[str, float]:
-    device = torch.device(args.device)
-    cfg = get_model_config(
-        size,
-        image_size=args.image_size,
-        patch_sizes=None,
-        vocab_size=256,
-        context_length=args.context_length,
-    )
-    patch = args.patch_size or min(cfg.image.patch_sizes)
-    torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    forward = torch.compile(model) if args.compile else model
-    b = args.batch_size
-    images = torch.randn(b, 3, args.image_size, args.image_size, device=device)
-    tokens = torch.randint(2, 256, (b, args.context_length), device=device)
-    use_bf16 = device.type == "cuda" and not args.fp32
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _trainer(size, args, Path(tmp) / size)
+        task, device = trainer.task, trainer.device
+        model = trainer.model
+        b = args.batch_size
 
-    def train_step() -> None:
-        with autocast:
-            out = forward(images, tokens, patch_size=patch)
-            loss = sigmoid_contrastive_loss(
-                out["image_emb"].float(),
-                out["text_emb"].float(),
-                logit_scale=out["logit_scale"],
-                logit_bias=out["logit_bias"],
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        def flops() -> int:
+            return sum(trainer.prog.flops.values())
 
-    @torch.no_grad()
-    def eval_step() -> None:
-        with autocast:
-            model.encode_image(images, patch_size=patch)
-            model.encode_text(tokens)
-
-    def timeit(fn, train_mode: bool) -> float:
-        model.train(train_mode)
         for _ in range(args.warmup):
-            fn()
+            trainer.step()
         _sync(device)
-        times = []
+        times, f0 = [], flops()
         for _ in range(args.steps):
             t0 = time.perf_counter()
-            fn()
+            trainer.step()
             _sync(device)
             times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    t_train = timeit(train_step, True)
-    t_eval = timeit(eval_step, False)
-    fwd = two_tower_forward_flops(cfg, patch)
+        step_flops = (flops() - f0) / args.steps
+        batch = task.next_batch(0)  # type: ignore[attr-defined]
+        patch = task.forward.patch_size if hasattr(task.forward, "patch_size") else None
+        model.eval()
+        eval_times = []
+        with torch.no_grad(), trainer.autocast():
+            for i in range(args.warmup + args.steps):
+                t0 = time.perf_counter()
+                model.encode_image(batch.images, patch_size=patch)
+                model.encode_text(batch.tokens)
+                _sync(device)
+                if i >= args.warmup:
+                    eval_times.append(time.perf_counter() - t0)
+        task.close()
+    t_train, t_eval = statistics.median(times), statistics.median(eval_times)
     return {
         "train_images_per_s": b / t_train,
         "eval_images_per_s": b / t_eval,
         "train_step_s": t_train,
         "eval_step_s": t_eval,
-        "train_tflops_per_s": 3 * fwd * b / t_train / 1e12,
+        "flops_per_step": step_flops,
+        "train_tflops_per_s": step_flops / t_train / 1e12,
         "batch_size": b,
         "patch_size": patch,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--image-size", type=int, default=16)
     p.add_argument("--patch-size", type=int, default=0, help="0: the smallest configured")
-    p.add_argument("--context-length", type=int, default=24)
+    p.add_argument("--pool-size", type=int, default=4000, help="built-in raw pool size")
+    p.add_argument("--strategy", default="iid", help="iid, independent, jest, flexi-jest")
+    p.add_argument("--reference-steps", type=int, default=20, help="reference training")
     p.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
@@ -133,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 "device_name": device_name,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
+                "strategy": args.strategy,
                 "results": results,
             }
         )

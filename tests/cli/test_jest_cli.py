@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,121 @@ def test_jest_analyze_writes_plots_and_json(reference, tmp_path: Path, capsys) -
         "learnability_vs_filter_ratio.png",
     ):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------------------
+# the one way to get a reference: obtain_reference (used by train, compare, jest analyze and
+# the scaling experiment)
+
+
+def _cfg_world(cfg_path: Path, *overrides: str):
+    from curatorch.data import build_world
+    from curatorch.train import load_config
+
+    cfg = load_config(cfg_path, list(overrides))
+    return cfg, build_world(cfg.data)
+
+
+def test_obtain_reference_uses_a_given_cache_or_embeds_a_checkpoint_once(reference, tmp_path):
+    import torch
+
+    from curatorch.data import load_embedding_cache
+    from curatorch.train.reference import load_reference, obtain_reference
+
+    cfg_path, ref, cache = reference
+    cfg, world = _cfg_world(cfg_path)
+    kw = {"data": cfg.data, "world": world, "progress": False}
+    got = obtain_reference(tmp_path / "a", given=cache, **kw)
+    assert got.cache == cache and got.checkpoint is None and got.info["given"]
+    assert not (tmp_path / "a").exists()  # nothing written for a given cache
+    got = obtain_reference(tmp_path / "b", given=ref, **kw)
+    assert got.cache == tmp_path / "b" / "reference-cache" and "embed_s" in got.info
+    # the same cache as `curatorch embed` writes
+    mine, theirs = load_embedding_cache(got.cache), load_embedding_cache(cache)
+    assert torch.equal(mine.image, theirs.image) and torch.equal(mine.ids, theirs.ids)
+    assert mine.meta["checkpoint_sha256"] == theirs.meta["checkpoint_sha256"]
+    load_reference(got.cache, data=cfg.data, pool_name="raw", pool=world.raw)
+    stamp = (got.cache / "meta.json").stat().st_mtime_ns
+    again = obtain_reference(tmp_path / "b", given=ref, **kw)
+    assert "embed_s" not in again.info  # current: reused
+    assert (got.cache / "meta.json").stat().st_mtime_ns == stamp
+    # settings that leave the pool as it is keep the cache; other data re-embeds it
+    same, world2 = _cfg_world(cfg_path, "data.eval_size=200")
+    kw2 = {"data": same.data, "world": world2, "progress": False}
+    assert "embed_s" not in obtain_reference(tmp_path / "b", given=ref, **kw2).info
+    other, world3 = _cfg_world(cfg_path, "data.seed=1")
+    kw3 = {"data": other.data, "world": world3, "progress": False}
+    assert "embed_s" in obtain_reference(tmp_path / "b", given=ref, **kw3).info
+    load_reference(got.cache, data=other.data, pool_name="raw", pool=world3.raw)
+    with pytest.raises(ValueError, match=r"compare\.reference .*nothing does not exist"):
+        obtain_reference(tmp_path / "c", given=tmp_path / "nothing", key="compare.reference", **kw)
+    with pytest.raises(ValueError, match="exactly one of"):
+        obtain_reference(tmp_path / "c", **kw)
+
+
+def test_obtain_reference_trains_once_and_leaves_the_rng(reference, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from curatorch.data import is_embedding_cache
+    from curatorch.train import OutputDirError
+    from curatorch.train.reference import curated_reference_config, obtain_reference
+
+    cfg_path, _ref, _cache = reference
+    cfg, world = _cfg_world(
+        cfg_path, "strategy.name=jest", "strategy.reference=curated", "strategy.reference_steps=2"
+    )
+    recipe = curated_reference_config(cfg)
+    assert recipe.train.steps == 2 and recipe.data.pool == "curated"
+    assert recipe.strategy.name == "iid" and recipe.model == cfg.model
+    out = tmp_path / "run"
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    kw = {"data": cfg.data, "world": world, "progress": False}
+    got = obtain_reference(out, recipe=recipe, **kw)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert got.cache == out / "reference-cache" and is_embedding_cache(got.cache)
+    assert got.checkpoint == out / "reference" / "checkpoints" / "step_00000002"
+    assert got.info["steps"] == 2 and got.info["curated_size"] == len(world.curated)
+    meta = json.loads((got.cache / "meta.json").read_text())
+    assert meta["pool"] == "raw"  # the cache covers the training data, not the curated pool
+    run_cfg = json.loads((out / "reference" / "config.json").read_text())
+    assert run_cfg["data"]["pool"] == "curated"
+    stamp = (got.cache / "meta.json").stat().st_mtime_ns
+    again = obtain_reference(out, recipe=dataclasses.replace(recipe), **kw)
+    assert again.info.get("reused") and "embed_s" not in again.info
+    assert (got.cache / "meta.json").stat().st_mtime_ns == stamp
+    # a resumed run whose budget grew (reference_steps = 0) keeps its reference
+    longer = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=4))
+    kept = obtain_reference(out, recipe=longer, **kw)
+    assert kept.info.get("reused") and kept.info["steps"] == 2
+    assert kept.checkpoint == got.checkpoint
+    # another recipe is refused, never silently replaced
+    other = dataclasses.replace(recipe, optim=dataclasses.replace(recipe.optim, lr=1e-2))
+    with pytest.raises(OutputDirError, match=r"optim\.lr"):
+        obtain_reference(out, recipe=other, **kw)
+    # a stale cache (here: removed) is embedded again from the same reference
+    import shutil
+
+    shutil.rmtree(got.cache)
+    redo = obtain_reference(out, recipe=recipe, **kw)
+    assert not redo.info.get("reused") and "embed_s" in redo.info
+    assert redo.checkpoint == got.checkpoint  # resumed at its last step: not retrained
+    # embed=False: the checkpoint only
+    bare = obtain_reference(tmp_path / "bare", recipe=recipe, embed=False, **kw)
+    assert bare.cache is None and bare.checkpoint is not None
+    assert not (tmp_path / "bare" / "reference-cache").exists()
+
+
+def test_jest_analyze_trains_the_curated_reference(reference, tmp_path: Path, capsys) -> None:
+    cfg, ref, _cache = reference
+    out = tmp_path / "analyze"
+    sets = ["strategy.reference=curated", "strategy.reference_steps=2", "strategy.chunks=4"]
+    sets.append("strategy.filter_ratio=0.5")
+    argv = ["jest", "analyze", str(cfg), "--out", str(out), "--learner", str(ref)]
+    argv += [x for s in sets for x in ("--set", s)] + ["--seeds", "1", "--no-progress"]
+    assert main(argv) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["reference"] == str(out / "reference-cache")
+    assert (out / "reference" / "summary.json").is_file()

@@ -12,7 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curatorch.train import ConfigError, apply_overrides, config_from_dict, load_config
+from curatorch.experiments.jest_compare import CompareSection, parse_compare_config
+from curatorch.experiments.scaling import ScalingSection, scaling_config_from_dict
+from curatorch.train import (
+    ConfigError,
+    OptimConfig,
+    StrategyConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+)
 from curatorch.train.config import _SECTIONS, parse_override_value
 from curatorch.train.multimodal import _SECTIONS as PARETO_SECTIONS
 from curatorch.train.multimodal import load_pareto_config, pareto_config_from_dict
@@ -166,3 +175,85 @@ def test_config_files_load_or_are_named(tmp_path_factory, data: bytes) -> None:
         load_pareto_config(path)
     except ConfigError as exc:
         assert str(path) in str(exc)
+
+
+# ------------------------------------------------------- the experiments' schemas ([scaling],
+# [compare] and its strategies' sections) go through the same machinery
+
+SCALING_FIELDS = [
+    ("scaling", f.name, typing.get_type_hints(ScalingSection)[f.name])
+    for f in dataclasses.fields(ScalingSection)
+]
+# [compare] keys other than the strategies (their entries' sections are fuzzed below)
+COMPARE_FIELDS = [
+    ("compare", f.name, typing.get_type_hints(CompareSection)[f.name])
+    for f in dataclasses.fields(CompareSection)
+    if f.name != "strategies"
+]
+ENTRY_FIELDS = [
+    (section, f.name)
+    for section, cls in (("strategy", StrategyConfig), ("optim", OptimConfig))
+    for f in dataclasses.fields(cls)
+]
+IID_ENTRY = {"name": "iid", "strategy": {"name": "iid"}}
+
+
+def _compare_with(raw: dict) -> object:
+    """A small comparison (IID and JEST) with ``raw``'s ``[compare]`` keys."""
+    jest = {"name": "jest", "strategy": {"name": "jest", "chunks": 4}}
+    table = {"strategies": [IID_ENTRY, jest], **raw["compare"]}
+    return parse_compare_config({"train": {"batch_size": 16}, "compare": table})
+
+
+@FAST
+@given(field=st.sampled_from(SCALING_FIELDS), value=values)
+def test_any_scaling_value_builds_or_is_named(field, value) -> None:
+    section, key, _tp = field
+    _check_field(scaling_config_from_dict, section, key, value)
+
+
+@FAST
+@given(field=st.sampled_from(COMPARE_FIELDS), value=values)
+def test_any_compare_value_builds_or_is_named(field, value) -> None:
+    section, key, _tp = field
+    _check_field(_compare_with, section, key, value)
+
+
+@FAST
+@given(field=st.sampled_from(ENTRY_FIELDS), value=values)
+def test_any_compare_strategy_value_builds_or_is_named(field, value) -> None:
+    """``compare.strategies[1].<section>.<key>``: the run's section has it, or it is named."""
+    section, key = field
+    entry: dict = {"name": "jest", "strategy": {"name": "jest", "chunks": 4}}
+    entry.setdefault(section, {})[key] = value
+    raw = {"train": {"batch_size": 16}, "compare": {"strategies": [IID_ENTRY, entry]}}
+    cc = _builds_or_names(parse_compare_config, raw, f"{section}.{key}")
+    if cc is None:
+        return
+    got = getattr(getattr(cc.runs["jest"][0], section), key)  # type: ignore[attr-defined]
+    if isinstance(got, float):
+        assert math.isfinite(got) and got == float(value)  # type: ignore[arg-type]
+    else:
+        assert got == value and type(got) is type(value)
+
+
+@FAST
+@given(section=st.sampled_from(["scaling", "compare"]), key=identifiers, value=values)
+def test_unknown_scaling_and_compare_keys_are_named(section: str, key: str, value) -> None:
+    cls = ScalingSection if section == "scaling" else CompareSection
+    if key in {f.name for f in dataclasses.fields(cls)}:
+        return
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}\b"):
+        if section == "scaling":
+            scaling_config_from_dict({"scaling": {key: value}})
+        else:
+            _compare_with({"compare": {key: value}})
+    with pytest.raises(ConfigError, match=rf"unknown config key {section}\.{key}\b"):
+        apply_overrides({}, [f"{section}.{key}=1"], {section: cls})
+
+
+@pytest.mark.parametrize(("section", "key", "tp"), [f for f in SCALING_FIELDS if f[2] is float])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_scaling_floats_are_named(section: str, key: str, tp: type, bad: float) -> None:
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+        scaling_config_from_dict({section: {key: bad}})

@@ -7,6 +7,7 @@ from curatorch.experiments.scaling import (
     alignment_scores,
     load_scaling_config,
     run_scaling_experiment,
+    scaling_config_from_dict,
     split_buckets,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "alignment_scores",
     "load_scaling_config",
     "run_scaling_experiment",
+    "scaling_config_from_dict",
     "split_buckets",
 ]

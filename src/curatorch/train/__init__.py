@@ -27,6 +27,7 @@ from curatorch.train.contrastive import ContrastiveTask, train
 from curatorch.train.loop import (
     OutputDirError,
     Progress,
+    Trainer,
     TrainingError,
     TrainingInterrupted,
     build_optimizer,
@@ -56,6 +57,7 @@ __all__ = [
     "Task",
     "TaskState",
     "TrainConfig",
+    "Trainer",
     "TrainingError",
     "TrainingInterrupted",
     "apply_overrides",

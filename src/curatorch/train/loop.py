@@ -49,6 +49,8 @@ from curatorch.train.task import RunContext, Task
 __all__ = [
     "RUN_FILES",
     "OutputDirError",
+    "Progress",
+    "Trainer",
     "TrainingError",
     "TrainingInterrupted",
     "build_optimizer",
@@ -325,8 +327,12 @@ def _device(train_device: str, dist: DistContext) -> torch.device:
     return device
 
 
-class _Trainer:
-    """One run of :func:`train_task` (its state shared by the loop's parts)."""
+class Trainer:
+    """One run of :func:`train_task`: the loop's parts and the state they share.
+
+    :func:`train_task` is ``Trainer.start(...)``, then :meth:`loop` and :meth:`finish`.
+    Benchmarks call :meth:`step` directly: the very step the loop runs.
+    """
 
     def __init__(
         self,
@@ -347,6 +353,29 @@ class _Trainer:
         self.last_record: dict[str, Any] = {}
         self.last_ckpt: Path | None = None
         self.t_start = time.perf_counter()
+
+    @classmethod
+    def start(
+        cls,
+        task: Task,
+        out_dir: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = False,
+        dist: DistContext | None = None,
+    ) -> Trainer:
+        """A trainer set up to take steps: folder prepared, data, model, optimizer and the
+        task's objects built, a checkpoint restored with ``resume``. Call
+        :meth:`Task.close` (``trainer.task.close()``) when done."""
+        dist = dist or DistContext()
+        out = Path(out_dir)
+        resuming = _prepare_shared(
+            out, config=task.config_dict(), resume=resume, overwrite=overwrite, dist=dist
+        )
+        trainer = cls(task, out, dist=dist, progress=progress, on_eval=None)
+        trainer.setup(resuming)
+        return trainer
 
     def autocast(self) -> AbstractContextManager[Any]:
         if self.cfg.precision == "bf16":
@@ -481,8 +510,10 @@ class _Trainer:
         self.last_record = record
         return record
 
-    def step(self, bar: Any) -> float:
-        """One training step; returns the global loss."""
+    def step(self, bar: Any = None) -> float:
+        """One training step (learning rate, batch, losses, backward, clipping, checks,
+        optimizer step, counters); returns the global loss. ``bar``: where a skipped
+        step is reported (a tqdm bar; ``None``: stderr)."""
         cfg, prog, task, w = self.cfg, self.prog, self.task, self.dist.world_size
         lr = lr_at(
             prog.step,
@@ -534,7 +565,7 @@ class _Trainer:
             append_jsonl(self.diag_path, {"step": prog.step, **diag})
         return loss
 
-    def skip(self, loss: float, bar: Any) -> None:
+    def skip(self, loss: float, bar: Any = None) -> None:
         """A non-finite loss or gradient: stop (``train.on_nonfinite = "stop"``) or skip."""
         what = "loss" if not math.isfinite(loss) else "gradient"
         step = self.prog.step + 1
@@ -545,7 +576,11 @@ class _Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.prog.skipped_steps += 1
-        bar.write(f"step {step}: non-finite {what}, update skipped")
+        message = f"step {step}: non-finite {what}, update skipped"
+        if bar is not None:
+            bar.write(message)
+        else:
+            print(message, file=sys.stderr)
 
     def loop(self) -> None:
         """From the current step to ``train.steps``, evaluating and checkpointing."""
@@ -658,7 +693,7 @@ def train_task(
     resuming = _prepare_shared(
         out, config=task.config_dict(), resume=resume, overwrite=overwrite, dist=dist
     )
-    trainer = _Trainer(task, out, dist=dist, progress=progress, on_eval=on_eval)
+    trainer = Trainer(task, out, dist=dist, progress=progress, on_eval=on_eval)
     try:
         trainer.setup(resuming)
         try:

@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from curatorch.data import MultimodalDataset, MultimodalSplits, coloured_gray_digits
 from curatorch.data import load_npz_dataset as _load_npz
 from curatorch.models import ENCODER_KINDS, MultimodalClassifier, MultimodalClassifierConfig
-from curatorch.pareto import INTEGRATORS, SCALES, GradientIntegrator, build_integrator
+from curatorch.pareto import (
+    INTEGRATORS,
+    SCALES,
+    VJP_MODES,
+    GradientIntegrator,
+    build_integrator,
+)
 from curatorch.pareto import true_class_confidence as _confidence
 from curatorch.train.config import (
     ConfigError,
@@ -163,12 +169,15 @@ PARETO_TRAIN = ParetoTrainConfig(
 @dataclass(frozen=True)
 class ParetoSection:
     """The gradient integrator: ``method`` (see :data:`curatorch.pareto.INTEGRATORS`),
-    MMPareto's ``gamma`` and ``scale``, OGM-GE's ``ogm_alpha``."""
+    MMPareto's ``gamma`` and ``scale``, OGM-GE's ``ogm_alpha``, and how per-loss
+    gradients are taken (``vjp``: ``loop`` = one backward per loss, ``batched`` = one
+    batched vector-Jacobian product; same results)."""
 
     method: str = "mmpareto"
     gamma: float = 1.5
     scale: str = "tensor"
     ogm_alpha: float = 0.5
+    vjp: str = "loop"
 
     def validate(self) -> None:
         if self.method not in INTEGRATORS:
@@ -181,6 +190,8 @@ class ParetoSection:
             raise ConfigError(f"pareto.scale must be one of {list(SCALES)}, got {self.scale!r}")
         if not (math.isfinite(self.ogm_alpha) and self.ogm_alpha >= 0):
             raise ConfigError(f"pareto.ogm_alpha must be >= 0, got {self.ogm_alpha}")
+        if self.vjp not in VJP_MODES:
+            raise ConfigError(f"pareto.vjp must be one of {list(VJP_MODES)}, got {self.vjp!r}")
 
 
 @dataclass(frozen=True)
@@ -359,11 +370,11 @@ class MultimodalClassifierTask(BaseTask):
         cfg, device = self.cfg, run.device
         self.sampler = EpochSampler(len(self.train_set), seed=cfg.train.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 17)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"vjp": cfg.pareto.vjp}
         if self.method == "mmpareto":
-            options = {"gamma": cfg.pareto.gamma, "scale": cfg.pareto.scale}
+            options.update(gamma=cfg.pareto.gamma, scale=cfg.pareto.scale)
         elif self.method == "ogm_ge":
-            options = {"alpha": cfg.pareto.ogm_alpha, "generator": self.noise_gen}
+            options.update(alpha=cfg.pareto.ogm_alpha, generator=self.noise_gen)
         try:
             self.integ: GradientIntegrator = build_integrator(
                 self.method,
