@@ -22,35 +22,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PINNED = ROOT / "tests" / "train" / "pinned_records.json"
 
-CONTRASTIVE = """
-[data]
-world = "shapes"
-raw_size = 1500
-eval_size = 240
-retrieval_size = 120
-probe_shots = 2
-seed = 0
-
-[model]
-size = "tiny"
-
-[optim]
-lr = 2e-3
-warmup_steps = 2
-
-[train]
-steps = 6
-batch_size = 32
-eval_every = 3
-checkpoint_every = 2
-seed = 0
-threads = 1
-
-[strategy]
-reference = "curated"
-reference_steps = 4
-chunks = 4
-"""
+# configs/smoke.toml, made small: the shapes world of 1,500 pairs, 6 steps of 32
+CONTRASTIVE_OVERRIDES = [
+    "data.raw_size=1500",
+    "data.eval_size=240",
+    "data.retrieval_size=120",
+    "data.probe_shots=2",
+    "optim.warmup_steps=2",
+    "train.steps=6",
+    "train.batch_size=32",
+    "train.eval_every=3",
+    "train.checkpoint_every=2",
+    "train.threads=1",
+    "strategy.reference_steps=4",
+    "strategy.chunks=4",
+]
 
 PARETO_OVERRIDES = [
     "train.steps=24",
@@ -61,9 +47,12 @@ PARETO_OVERRIDES = [
 ]
 
 RUNS: dict[str, tuple[str, list[str]]] = {
-    "contrastive-iid": ("contrastive", ["strategy.name=iid"]),
-    "contrastive-jest": ("contrastive", ["strategy.name=jest"]),
-    "contrastive-flexi-jest": ("contrastive", ["strategy.name=flexi-jest"]),
+    "contrastive-iid": ("contrastive", [*CONTRASTIVE_OVERRIDES, "strategy.name=iid"]),
+    "contrastive-jest": ("contrastive", [*CONTRASTIVE_OVERRIDES, "strategy.name=jest"]),
+    "contrastive-flexi-jest": (
+        "contrastive",
+        [*CONTRASTIVE_OVERRIDES, "strategy.name=flexi-jest"],
+    ),
     "pareto-mmpareto": ("pareto", [*PARETO_OVERRIDES, "pareto.method=mmpareto"]),
     "pareto-uniform": ("pareto", [*PARETO_OVERRIDES, "pareto.method=uniform"]),
 }
@@ -103,13 +92,8 @@ def run_one(name: str, work: Path) -> dict[str, list[dict[str, Any]]]:
     kind, overrides = RUNS[name]
     sets = [x for o in overrides for x in ("--set", o)]
     out = work / name
-    if kind == "contrastive":
-        cfg = work / "contrastive.toml"
-        cfg.write_text(CONTRASTIVE, encoding="utf-8")
-        argv = ["train", str(cfg), *sets, "--out", str(out), "--no-progress"]
-    else:
-        cfg = ROOT / "configs" / "pareto.toml"
-        argv = ["pareto", "train", str(cfg), *sets, "--out", str(out), "--no-progress"]
+    command = ["train", "smoke"] if kind == "contrastive" else ["pareto", "train", "pareto"]
+    argv = [*command, *sets, "--out", str(out), "--no-progress"]
     code = main(argv)
     if code != 0:
         raise RuntimeError(f"{name}: curatorch {' '.join(argv)} exited {code}")

@@ -68,3 +68,18 @@ def records(run: Path) -> list[dict]:
 def last_json(text: str) -> dict:
     """The JSON object on the last line of a command's output."""
     return json.loads(text.strip().splitlines()[-1])
+
+
+def interrupt_after(monkeypatch, step: int) -> None:
+    """Ctrl-C right after the loop writes the metrics record of ``step`` (undo with
+    ``monkeypatch.undo()``)."""
+    from curatorch.train import loop
+
+    real = loop.append_jsonl
+
+    def append(path, record):
+        real(path, record)
+        if Path(path).name == "metrics.jsonl" and record["step"] == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "append_jsonl", append)

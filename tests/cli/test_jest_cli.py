@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from curatorch.cli import main
-from tests.helpers import TINY, last_json, records
+from tests.helpers import TINY, interrupt_after, last_json, records
 
 
 @pytest.fixture(scope="module")
@@ -130,19 +130,10 @@ def test_jest_resume_matches_uninterrupted(reference, tmp_path: Path, monkeypatc
     ]
     full = tmp_path / "full"
     assert main(["train", str(cfg), "--out", str(full), *args]) == 0
-    from curatorch.train import loop
-
-    real = loop.append_jsonl
-
-    def crash(path, record):
-        real(path, record)
-        if record["step"] == 3:
-            raise KeyboardInterrupt
-
     part = tmp_path / "part"
-    monkeypatch.setattr(loop, "append_jsonl", crash)
+    interrupt_after(monkeypatch, 3)
     assert main(["train", str(cfg), "--out", str(part), *args]) == 130
-    monkeypatch.setattr(loop, "append_jsonl", real)
+    monkeypatch.undo()
     assert main(["train", str(cfg), "--out", str(part), "--resume", *args]) == 0
     assert records(part) == records(full)
 
@@ -349,3 +340,32 @@ def test_jest_analyze_trains_the_curated_reference(reference, tmp_path: Path, ca
     result = last_json(capsys.readouterr().out)
     assert result["reference"] == str(out / "reference-cache")
     assert (out / "reference" / "summary.json").is_file()
+
+
+def test_curated_reference_over_shards_is_cached_per_shard_once(reference, tmp_path, capsys):
+    """``strategy.reference = "curated"`` with ``data.shards``: the reference trains on the
+    curated pool, its embeddings of the shards form a shard cache, reused on resume."""
+    from curatorch.data import ShardEmbeddingCache
+
+    cfg, _ref, _cache = reference
+    shards = tmp_path / "shards"
+    argv = ["data", "export-shards", str(cfg), "--out", str(shards), "--no-progress"]
+    assert main([*argv, "--samples-per-shard", "500"]) == 0
+    run = tmp_path / "run"
+    sets = [
+        f"data.shards='{shards}/{{000000..000002}}.tar'",
+        "strategy.name=jest",
+        "strategy.reference=curated",
+        "strategy.reference_steps=2",
+        "strategy.chunks=4",
+    ]
+    argv = ["train", str(cfg), "--out", str(run), "--no-progress"]
+    argv += [x for s in sets for x in ("--set", s)]
+    assert main(argv) == 0
+    cache = ShardEmbeddingCache(run / "reference-cache")
+    assert cache.meta["count"] == 1500 and len(cache.meta["shards"]) == 3
+    stamp = (run / "reference-cache" / "meta.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "reference: training" not in capsys.readouterr().err  # reused as is
+    assert (run / "reference-cache" / "meta.json").stat().st_mtime_ns == stamp

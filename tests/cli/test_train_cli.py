@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from curatorch.cli import main
-from tests.helpers import last_json, records
+from tests.helpers import interrupt_after, last_json, records
 
 
 def test_train_writes_metrics_checkpoints_and_summary(
@@ -54,19 +54,10 @@ def test_resume_matches_uninterrupted(tiny_cfg_file: Path, tmp_path: Path, monke
     assert main(["train", str(tiny_cfg_file), "--out", str(full), "--no-progress"]) == 0
 
     # interrupt right after the step-3 evaluation: the last checkpoint is step 2
-    from curatorch.train import loop
-
-    real = loop.append_jsonl
-
-    def crash_after_step_3(path, record):
-        real(path, record)
-        if record["step"] == 3:
-            raise KeyboardInterrupt
-
     part = tmp_path / "part"
-    monkeypatch.setattr(loop, "append_jsonl", crash_after_step_3)
+    interrupt_after(monkeypatch, 3)
     assert main(["train", str(tiny_cfg_file), "--out", str(part), "--no-progress"]) == 130
-    monkeypatch.setattr(loop, "append_jsonl", real)
+    monkeypatch.undo()
     assert [r["step"] for r in records(part)] == [0, 3]
     assert main(["train", str(tiny_cfg_file), "--out", str(part), "--resume", "--no-progress"]) == 0
     assert records(part) == records(full)

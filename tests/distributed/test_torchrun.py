@@ -3,66 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CONFIG = """
-[data]
-world = "shapes"
-raw_size = 1500
-eval_size = 240
-retrieval_size = 120
-probe_shots = 2
-seed = 0
+from tests.distributed.helpers import torchrun
+from tests.helpers import TINY
 
-[model]
-size = "tiny"
-
-[optim]
-lr = 2e-3
-warmup_steps = 2
-
-[train]
-steps = 6
-batch_size = 32
-eval_every = 2
-checkpoint_every = 2
-keep_checkpoints = 3
-seed = 0
-
-[strategy]
-name = "jest"
-chunks = 4
-reference = "curated"
-reference_steps = 4
-"""
-
+# tests.helpers.TINY as two-process JEST: evaluations and checkpoints every 2 steps
+JEST = [
+    "train.eval_every=2",
+    "train.keep_checkpoints=3",
+    "strategy.name=jest",
+    "strategy.chunks=4",
+    "strategy.reference=curated",
+    "strategy.reference_steps=4",
+]
 VOLATILE = {"wall_s", "run"}
 
 
 def _torchrun(cfg: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "curatorch",
-        "train",
-        str(cfg),
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    sets = [x for o in JEST for x in ("--set", o)]
+    return torchrun("train", str(cfg), "--out", str(out), "--no-progress", *sets, *extra)
 
 
 def _records(run: Path) -> list[dict]:
@@ -74,7 +38,7 @@ def _records(run: Path) -> list[dict]:
 def two_process_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("torchrun")
     cfg = tmp / "jest.toml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(TINY)
     run = tmp / "run"
     proc = _torchrun(cfg, run)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,5 +78,6 @@ def test_resume_with_other_process_count_is_refused(two_process_run, tmp_path):
     cfg, run, _ = two_process_run
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
-    code = main(["train", str(cfg), "--out", str(copy), "--resume", "--no-progress"])
+    sets = [x for o in JEST for x in ("--set", o)]
+    code = main(["train", str(cfg), "--out", str(copy), "--resume", "--no-progress", *sets])
     assert code == 2

@@ -5,36 +5,18 @@ two-process run equals an uninterrupted one."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.distributed.helpers import torchrun
 from tests.helpers import PARETO_TINY
 
 
 def _torchrun(cfg: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "curatorch",
-        "pareto",
-        "train",
-        str(cfg),
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    return torchrun("pareto", "train", str(cfg), "--out", str(out), "--no-progress", *extra)
 
 
 KEEP = ("--set", "train.keep_checkpoints=3")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from curatorch.cli import main
-from tests.helpers import PARETO_TINY, TINY
+from tests.helpers import PARETO_TINY, TINY, interrupt_after
 
 # evaluations every 3 steps, checkpoints every 2: a checkpoint at step 4 falls inside the
 # window of the step-6 evaluation
@@ -29,22 +29,8 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _interrupt_after(monkeypatch, module, step: int) -> None:
-    """Make ``module.append_jsonl`` raise KeyboardInterrupt after the record of ``step``."""
-    real = module.append_jsonl
-
-    def append(path, record):
-        real(path, record)
-        if Path(path).name == "metrics.jsonl" and record["step"] == step:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(module, "append_jsonl", append)
-
-
 @pytest.mark.parametrize("trainer", ["two-tower", "pareto"])
 def test_interrupted_and_resumed_metrics_are_identical(tmp_path: Path, monkeypatch, trainer):
-    from curatorch.train import loop
-
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY if trainer == "two-tower" else PARETO_TINY)
     prefix = ["train"] if trainer == "two-tower" else ["pareto", "train"]
@@ -57,7 +43,7 @@ def test_interrupted_and_resumed_metrics_are_identical(tmp_path: Path, monkeypat
     # interrupted right after the step-6 evaluation, before its checkpoint: the resume
     # starts from step 4, inside the window of the step-6 evaluation (steps 4-6)
     part = tmp_path / "part"
-    _interrupt_after(monkeypatch, loop, 6)
+    interrupt_after(monkeypatch, 6)
     assert main(args(part)) == 130
     monkeypatch.undo()
     assert (part / "checkpoints" / "latest").read_text().strip() == "step_00000004"

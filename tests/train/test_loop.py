@@ -21,7 +21,7 @@ from curatorch.train import (
     train_task,
 )
 from curatorch.train.multimodal import MultimodalClassifierTask, load_pareto_config
-from tests.helpers import records
+from tests.helpers import interrupt_after, records
 
 
 @pytest.fixture(params=["contrastive", "multimodal"])
@@ -99,18 +99,9 @@ def test_resuming_a_finished_run_keeps_its_wall_time(tiny_cfg_file, pareto_cfg_f
 def test_ctrl_c_names_the_checkpoint_and_resume_says_where(
     tiny_cfg_file, tmp_path, monkeypatch, capsys
 ):
-    from curatorch.train import loop
-
-    real = loop.append_jsonl
-
-    def interrupt(path, record):
-        real(path, record)
-        if record["step"] == 3:
-            raise KeyboardInterrupt
-
     out = tmp_path / "run"
     args = ["train", str(tiny_cfg_file), "--out", str(out), "--no-progress"]
-    monkeypatch.setattr(loop, "append_jsonl", interrupt)
+    interrupt_after(monkeypatch, 3)
     assert main(args) == 130
     err = capsys.readouterr().err
     assert "interrupted at step 3" in err and "step_00000002" in err and "--resume" in err

@@ -43,25 +43,36 @@ from typing import Any
 
 import torch
 
-from curatorch.data import World, build_world, is_embedding_cache, load_embedding_cache
+from curatorch.data import World, build_world
 from curatorch.eval.evaluate import EVAL_METRICS
 from curatorch.train import (
+    CheckpointError,
     ConfigError,
     ExperimentConfig,
+    OptimConfig,
     OutputDirError,
+    StrategyConfig,
     apply_overrides,
-    config_from_dict,
     config_to_dict,
     train,
 )
-from curatorch.train.config import parse_override_value, read_toml
+from curatorch.train.config import (
+    EXPERIMENT_SECTIONS,
+    Section,
+    coerce_value,
+    read_toml,
+    section_from_dict,
+    sections_from_dict,
+)
 from curatorch.train.records import read_jsonl
+from curatorch.train.reference import obtain_reference
 
 __all__ = [
     "CompareConfig",
     "CompareSection",
     "StrategyRun",
     "aggregate_runs",
+    "compare_section_from_dict",
     "load_compare_config",
     "parse_compare_config",
     "run_compare",
@@ -71,20 +82,20 @@ __all__ = [
 
 # metrics a target can be set on (zeroshot_chance is a constant, not a score)
 TARGET_METRICS = tuple(m for m in EVAL_METRICS if m != "zeroshot_chance")
-# [compare.strategies] entries may override these sections (the learner, the data and the
-# training budget stay the same for every strategy)
-_STRATEGY_SECTIONS = ("strategy", "optim")
 
 
 @dataclass(frozen=True)
 class StrategyRun:
     """One strategy of a comparison: a short ``name`` (folder and JSON key), a ``label``
-    for plots and tables, and overrides of the ``[strategy]`` and ``[optim]`` sections."""
+    for plots and tables, and its ``[strategy]`` and ``[optim]`` sections: the shared
+    experiment config's, with the entry's ``strategy = {...}`` and ``optim = {...}``
+    values (the learner, the data and the training budget are the same for every
+    strategy)."""
 
     name: str
     label: str = ""
-    strategy: Mapping[str, Any] = field(default_factory=dict)
-    optim: Mapping[str, Any] = field(default_factory=dict)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
 
     @property
     def title(self) -> str:
@@ -175,7 +186,12 @@ class CompareSection:
 @dataclass(frozen=True)
 class CompareConfig:
     """A comparison: the shared experiment config, the ``[compare]`` table, and the
-    validated experiment config of every (strategy, seed)."""
+    experiment config of every (strategy, seed).
+
+    ``runs`` are validated in full except for ``strategy.reference``: a strategy that needs
+    a reference and names none gets the comparison's, which exists only once
+    :func:`run_compare` has trained or embedded it (:meth:`run_config`).
+    """
 
     base: ExperimentConfig
     compare: CompareSection
@@ -185,128 +201,102 @@ class CompareConfig:
     def baseline(self) -> StrategyRun:
         return next(s for s in self.compare.strategies if s.name == self.compare.baseline)
 
+    def run_config(self, name: str, seed: int, *, reference: str) -> ExperimentConfig:
+        """The validated config of strategy ``name``'s run with ``seed``, using the
+        comparison's ``reference`` (a cache) where the strategy needs one and names none."""
+        cfg = self.runs[name][seed]
+        st = cfg.strategy
+        if st.needs_reference and not st.reference:
+            cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(st, reference=reference))
+        cfg.validate()
+        return cfg
 
-def _check_type(value: Any, kind: type | tuple[type, ...], key: str, what: str) -> Any:
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"{key} must be {what}, got {value!r}")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{key} must be {what}, got {type(value).__name__} {value!r}")
-    return value
+
+_SECTIONS: dict[str, Section] = {**EXPERIMENT_SECTIONS, "compare": CompareSection}
 
 
-def _strategy_from_dict(raw: Any, i: int) -> StrategyRun:
+def _strategy_run(raw: Any, i: int, base: ExperimentConfig) -> StrategyRun:
+    """``compare.strategies[i]``: its ``strategy``/``optim`` tables override the base's."""
     key = f"compare.strategies[{i}]"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key} must be a table, got {type(raw).__name__} {raw!r}")
-    known = ("name", "label", *_STRATEGY_SECTIONS)
-    for k in raw:
-        if k not in known:
-            raise ConfigError(
-                f"unknown config key {key}.{k} (known keys: {list(known)}; the data, model "
-                f"and training budget are shared by every strategy)"
-            )
-    if "name" not in raw:
+    schema = StrategyRun(name="", strategy=base.strategy, optim=base.optim)
+    if isinstance(raw, Mapping) and "name" not in raw:
         raise ConfigError(f"{key}.name is required")
-    name = _check_type(raw["name"], str, f"{key}.name", "a string")
-    label = _check_type(raw.get("label", ""), str, f"{key}.label", "a string")
-    sections = {}
-    for section in _STRATEGY_SECTIONS:
-        value = raw.get(section, {})
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}.{section} must be a table, got {value!r}")
-        sections[section] = dict(value)
-    return StrategyRun(name=name, label=label, **sections)
+    return section_from_dict(schema, raw, key)
 
 
-def _section_from_dict(raw: Mapping[str, Any]) -> CompareSection:
+def compare_section_from_dict(raw: Any, base: ExperimentConfig) -> CompareSection:
+    """The ``[compare]`` table, its strategies' sections defaulting to ``base``'s; raises
+    :class:`ConfigError` naming the key (``compare.strategies[1].strategy.bogus``)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[compare] must be a table, got {type(raw).__name__}")
-    names = {f.name for f in dataclasses.fields(CompareSection)}
-    for key in raw:
-        if key not in names:
-            raise ConfigError(
-                f"unknown config key compare.{key} (known keys in [compare]: {sorted(names)})"
-            )
-    kw: dict[str, Any] = {}
-    for key, value in raw.items():
-        k = f"compare.{key}"
-        if key == "strategies":
-            _check_type(value, (list, tuple), k, "a list of tables")
-            kw[key] = tuple(_strategy_from_dict(v, i) for i, v in enumerate(value))
-        elif key == "seeds":
-            _check_type(value, (list, tuple), k, "a list of integers")
-            kw[key] = tuple(
-                _check_type(v, int, f"{k}[{i}]", "an integer") for i, v in enumerate(value)
-            )
-        elif key in ("only", "quick"):
-            _check_type(value, (list, tuple), k, "a list of strings")
-            kw[key] = tuple(
-                _check_type(v, str, f"{k}[{i}]", "a string") for i, v in enumerate(value)
-            )
-        elif key in ("reference_steps", "reference_batch_size", "analyze_seeds", "workers"):
-            kw[key] = _check_type(value, int, k, "an integer")
-        elif key == "analyze":
-            kw[key] = _check_type(value, bool, k, "a boolean")
-        else:
-            kw[key] = _check_type(value, str, k, "a string")
-    section = CompareSection(**kw)
+    rest = {k: v for k, v in raw.items() if k != "strategies"}
+    section = section_from_dict(CompareSection, rest, "compare")
+    entries = raw.get("strategies", [])
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(
+            f"compare.strategies must be a list of tables, got {type(entries).__name__} {entries!r}"
+        )
+    strategies = tuple(_strategy_run(v, i, base) for i, v in enumerate(entries))
+    section = dataclasses.replace(section, strategies=strategies)
     section.validate()
     return section
 
 
-def _split_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """``compare.key=value`` overrides (parsed) and the rest (for the experiment config)."""
-    mine: dict[str, Any] = {}
-    rest: list[str] = []
-    for item in overrides:
-        path = item.split("=", 1)[0].strip()
-        if path.startswith("compare."):
-            if "=" not in item or path.count(".") != 1 or not path.split(".")[1]:
-                raise ConfigError(f"--set expects compare.key=value, got {item!r}")
-            mine[path.split(".", 1)[1]] = parse_override_value(item.split("=", 1)[1].strip())
-        else:
-            rest.append(item)
-    return mine, rest
+def _quick_overrides(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    table = raw.get("compare", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[compare] must be a table, got {type(table).__name__}")
+    return coerce_value(table.get("quick", ()), tuple[str, ...], "compare.quick")
+
+
+def _run_configs(
+    base: ExperimentConfig, section: CompareSection
+) -> dict[str, dict[int, ExperimentConfig]]:
+    """The config of every (strategy, seed), validated but for the deferred reference."""
+    runs: dict[str, dict[int, ExperimentConfig]] = {}
+    for i, st in enumerate(section.strategies):
+        per_seed = {}
+        for seed in section.seeds:
+            cfg = dataclasses.replace(
+                base,
+                strategy=st.strategy,
+                optim=st.optim,
+                train=dataclasses.replace(base.train, seed=seed),
+            )
+            try:
+                cfg.validate(require_reference=False)
+            except ConfigError as exc:
+                raise ConfigError(f"compare.strategies[{i}] ({st.name!r}): {exc}") from exc
+            per_seed[seed] = cfg
+        runs[st.name] = per_seed
+    return runs
 
 
 def parse_compare_config(
     raw: Mapping[str, Any], overrides: Sequence[str] = (), *, quick: bool = False
 ) -> CompareConfig:
     """Build a :class:`CompareConfig` from a parsed TOML (``[compare]`` plus the experiment
-    sections), ``--set`` overrides (``compare.key=...`` and ``section.key=...``) and, with
-    ``quick``, the config's ``compare.quick`` overrides (applied before ``overrides``).
+    sections), ``--set`` overrides (``compare.key=...`` and ``section.key=...``, checked
+    against the fields) and, with ``quick``, the config's ``compare.quick`` overrides
+    (applied before ``overrides``).
 
     Raises :class:`ConfigError` naming the key that is unknown or invalid.
     """
-    raw = dict(raw)
-    table = dict(raw.pop("compare", {}) or {})
     if quick:
-        q_mine, q_rest = _split_overrides(_section_from_dict(table).quick)
-        table.update(q_mine)
-        raw = apply_overrides(raw, q_rest)
-    mine, rest = _split_overrides(overrides)
-    table.update(mine)
-    section = _section_from_dict(table)
-    raw = apply_overrides(raw, rest)
-    base = config_from_dict(raw)
-    runs: dict[str, dict[int, ExperimentConfig]] = {}
-    for st in section.strategies:
-        merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
-        for sec in _STRATEGY_SECTIONS:
-            merged.setdefault(sec, {}).update(getattr(st, sec))
-        per_seed = {}
-        for seed in section.seeds:
-            merged.setdefault("train", {})["seed"] = seed
-            # the reference path is filled in by run_compare; a placeholder passes validation
-            strategy = merged.setdefault("strategy", {})
-            if not strategy.get("reference"):
-                strategy["reference"] = "<reference>"
-            try:
-                per_seed[seed] = config_from_dict(merged)
-            except ConfigError as exc:
-                raise ConfigError(f"compare.strategies {st.name!r}: {exc}") from exc
-        runs[st.name] = per_seed
-    return CompareConfig(base=base, compare=section, runs=runs)
+        try:
+            raw = apply_overrides(raw, _quick_overrides(raw), _SECTIONS)
+        except ConfigError as exc:
+            raise ConfigError(f"compare.quick: {exc}") from exc
+    raw = dict(apply_overrides(raw, overrides, _SECTIONS))
+    for key in raw:
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown config section [{key}] (known: {sorted(_SECTIONS)})")
+    table = raw.pop("compare", {})
+    base = ExperimentConfig(**sections_from_dict(EXPERIMENT_SECTIONS, raw))
+    # the comparison supplies the reference of the strategies that need one
+    base.validate(require_reference=False)
+    section = compare_section_from_dict(table, base)
+    return CompareConfig(base=base, compare=section, runs=_run_configs(base, section))
 
 
 def load_compare_config(
@@ -410,6 +400,9 @@ def _log(msg: str) -> None:
 
 
 def _reference_config(cc: CompareConfig) -> ExperimentConfig:
+    """The comparison's reference recipe: the learner's settings with
+    ``compare.reference_steps`` / ``reference_batch_size`` / ``reference_model``, seed 0,
+    IID on the curated pool, four evaluations and two checkpoints over its run."""
     base, c = cc.base, cc.compare
     cfg = dataclasses.replace(
         base,
@@ -435,94 +428,47 @@ def _reference_config(cc: CompareConfig) -> ExperimentConfig:
     return cfg
 
 
-def _cache_is_current(cache_dir: Path, ckpt_dir: Path, cfg: ExperimentConfig) -> bool:
-    from curatorch.data import file_sha256
-    from curatorch.train import latest_checkpoint
-
-    if not is_embedding_cache(cache_dir):
-        return False
-    meta = load_embedding_cache(cache_dir).meta
-    latest = latest_checkpoint(ckpt_dir)
-    return (
-        latest is not None
-        and meta.get("checkpoint_sha256") == file_sha256(latest / "model.safetensors")
-        and meta.get("data") == dataclasses.asdict(cfg.data)
-        and meta.get("pool") == cfg.data.pool
-    )
-
-
 def prepare_reference(
-    cc: CompareConfig, out: Path, *, world: World, overwrite: bool, progress: bool
+    cc: CompareConfig,
+    out: Path,
+    *,
+    world: World,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None] = _log,
 ) -> tuple[str, dict[str, Any]]:
-    """Train (or reuse) the reference and its embedding cache of the training pool.
-
-    Returns ``(cache path, info)``.
-    """
-    from curatorch.train.reference import embed_pool
-
+    """The comparison's reference embedding cache of the training pool
+    (:func:`~curatorch.train.reference.obtain_reference`): ``compare.reference`` (a cache
+    as is, a checkpoint embedded once into ``OUT/reference-cache``), or one trained on the
+    curated pool into ``OUT/reference`` (:func:`_reference_config`). Both are reused when
+    current. Returns ``(cache path, info)``."""
     c = cc.compare
-    base = cc.base
-    info: dict[str, Any] = {}
-    ckpt: Path
-    if c.reference:
-        given = Path(c.reference)
-        if not given.exists():
-            raise ValueError(f"compare.reference {given} does not exist")
-        if is_embedding_cache(given):
-            return str(given), {"cache": str(given), "given": True}
-        ckpt = given
-    else:
-        ckpt = out / "reference"
-        ref_cfg = _reference_config(cc)
-        t0 = time.perf_counter()
-        summary = _train(
-            ref_cfg, ckpt, resume=not overwrite, overwrite=overwrite, progress=progress, world=world
-        )
-        info.update(
-            {
-                "checkpoint": str(ckpt),
-                "steps": ref_cfg.train.steps,
-                "batch_size": ref_cfg.train.batch_size,
-                "model": ref_cfg.model.size,
-                "curated_size": len(world.curated),
-                "final": {m: summary.get(m) for m in TARGET_METRICS},
-                "wall_s": round(time.perf_counter() - t0, 1),
-            }
-        )
-        _log(
-            f"reference: {ref_cfg.model.size}, {ref_cfg.train.steps} steps on the curated pool "
-            f"({len(world.curated)} examples): mean_score {summary['mean_score']:.3f} "
-            f"({info['wall_s']:.0f} s)"
-        )
-    cache = out / "reference-cache"
-    if overwrite or not _cache_is_current(cache, ckpt, base):
-        t0 = time.perf_counter()
-        embed_pool(
-            ckpt,
+    try:
+        ref = obtain_reference(
+            out,
+            data=cc.base.data,
             world=world,
-            data=base.data,
-            pool_name=base.data.pool,
-            out=cache,
+            given=c.reference,
+            recipe=None if c.reference else _reference_config(cc),
+            device=cc.base.train.device,
+            overwrite=overwrite,
             progress=progress,
+            log=log,
+            key="compare.reference",
         )
-        info["embed_s"] = round(time.perf_counter() - t0, 1)
-    info["cache"] = str(cache)
-    return str(cache), info
+    except (OutputDirError, CheckpointError) as exc:
+        raise type(exc)(f"{exc} (pass --overwrite to retrain every run)") from exc
+    assert ref.cache is not None  # embedded
+    return str(ref.cache), ref.info
 
 
 def _train(cfg: ExperimentConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
-    """:func:`train`, with a hint when ``run_dir`` holds a run of another config."""
+    """:func:`train`, with a hint when ``run_dir`` holds a run of another config (or one
+    longer than this budget)."""
     try:
         return train(cfg, run_dir, **kwargs)
-    except OutputDirError as exc:
-        raise OutputDirError(f"{exc} (pass --overwrite to retrain every run)") from exc
-
-
-def _with_reference(cfg: ExperimentConfig, reference: str) -> ExperimentConfig:
-    if not cfg.strategy.reference.startswith("<"):
-        return cfg
-    ref = reference if cfg.strategy.needs_reference else ""
-    return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, reference=ref))
+    except (OutputDirError, CheckpointError) as exc:
+        raise type(exc)(f"{exc} (pass --overwrite to retrain every run)") from exc
 
 
 def _analyze(
@@ -669,12 +615,12 @@ def run_compare(
     c = cc.compare
     world = build_world(cc.base.data)
     reference, ref_info = prepare_reference(
-        cc, out, world=world, overwrite=overwrite, progress=progress
+        cc, out, world=world, overwrite=overwrite, progress=progress, log=log
     )
     strategies = c.active
     metrics = list(TARGET_METRICS)
     jobs = [
-        (st, seed, _with_reference(cc.runs[st.name][seed], reference))
+        (st, seed, cc.run_config(st.name, seed, reference=reference))
         for st in strategies
         for seed in c.seeds
     ]

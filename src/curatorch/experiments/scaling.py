@@ -25,16 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 import numpy as np
 import torch
 
 from curatorch.data import PairDataset, World, build_world
-from curatorch.models import build_model
 from curatorch.scaling import (
     Runs,
     combined_error,
@@ -42,17 +36,9 @@ from curatorch.scaling import (
     write_params,
     write_runs,
 )
-from curatorch.train import (
-    ConfigError,
-    ExperimentConfig,
-    apply_overrides,
-    config_from_dict,
-    latest_checkpoint,
-    load_checkpoint,
-    load_model_weights,
-    model_config_for,
-    train,
-)
+from curatorch.train import ConfigError, ExperimentConfig, apply_overrides, train
+from curatorch.train.config import EXPERIMENT_SECTIONS, Section, read_toml, sections_from_dict
+from curatorch.train.reference import load_trained_model, obtain_reference
 
 __all__ = [
     "ScalingExperimentConfig",
@@ -60,6 +46,7 @@ __all__ = [
     "alignment_scores",
     "load_scaling_config",
     "run_scaling_experiment",
+    "scaling_config_from_dict",
     "split_buckets",
 ]
 
@@ -115,10 +102,12 @@ class ScalingSection:
             raise ConfigError(f"scaling.method must be 'utility' or 'data', got {self.method!r}")
         if not 0.0 <= self.d <= 1.0:
             raise ConfigError(f"scaling.d must be in [0, 1], got {self.d}")
-        if not self.tau_max > 1.0:
-            raise ConfigError(f"scaling.tau_max must be > 1, got {self.tau_max}")
-        if not self.tolerance > 0:
-            raise ConfigError(f"scaling.tolerance must be > 0, got {self.tolerance}")
+        if not (self.tau_max > 1.0 and math.isfinite(self.tau_max)):
+            raise ConfigError(f"scaling.tau_max must be a finite number > 1, got {self.tau_max}")
+        if not (self.tolerance > 0 and math.isfinite(self.tolerance)):
+            raise ConfigError(
+                f"scaling.tolerance must be a finite number > 0, got {self.tolerance}"
+            )
 
 
 @dataclass(frozen=True)
@@ -129,70 +118,31 @@ class ScalingExperimentConfig:
     scaling: ScalingSection
 
 
+_SECTIONS: dict[str, Section] = {**EXPERIMENT_SECTIONS, "scaling": ScalingSection}
+
+
+def scaling_config_from_dict(raw: Mapping[str, Any]) -> ScalingExperimentConfig:
+    """Build and validate a :class:`ScalingExperimentConfig` from a parsed TOML (the
+    experiment sections and ``[scaling]``); raises :class:`ConfigError` naming the key."""
+    parts = sections_from_dict(_SECTIONS, raw)
+    scaling = parts.pop("scaling")
+    base = ExperimentConfig(**parts)
+    base.validate()
+    scaling.validate()
+    return ScalingExperimentConfig(base=base, scaling=scaling)
+
+
 def load_scaling_config(
     path: str | os.PathLike[str], overrides: Sequence[str] = ()
 ) -> ScalingExperimentConfig:
     """Read a TOML file with the usual sections and a ``[scaling]`` table; ``--set``
-    overrides may address either (``scaling.passes=6``). Raises :class:`ConfigError`."""
-    path = Path(path)
+    overrides may address either (``scaling.passes=6``). Raises :class:`ConfigError`
+    naming the file and the key."""
+    raw = read_toml(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    table: dict[str, Any] = dict(raw.pop("scaling", {}))
-    rest = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip().startswith("scaling."):
-            table[key.strip()[len("scaling.") :]] = _parse_value(value.strip())
-        else:
-            rest.append(item)
-    try:
-        base = config_from_dict(apply_overrides(raw, rest))
-        section = _section(table)
+        return scaling_config_from_dict(apply_overrides(raw, overrides, _SECTIONS))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return ScalingExperimentConfig(base=base, scaling=section)
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _section(table: Mapping[str, Any]) -> ScalingSection:
-    fields = {f.name: f for f in dataclasses.fields(ScalingSection)}
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in fields:
-            raise ConfigError(f"unknown config key scaling.{key} (known: {sorted(fields)})")
-        default = getattr(ScalingSection(), key)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, tuple):
-            ok = isinstance(value, (list, tuple)) and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            )
-            value = tuple(value) if ok else value
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise ConfigError(
-                f"scaling.{key} must be like {default!r}, got {type(value).__name__} {value!r}"
-            )
-        kwargs[key] = value
-    section = ScalingSection(**kwargs)
-    section.validate()
-    return section
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +224,40 @@ def _train_pool(
     return points, wall
 
 
+def _reference_scores(
+    config: ScalingExperimentConfig, out: Path, *, world: World, log: Callable[[str], None]
+) -> torch.Tensor:
+    """Train the reference (``scaling.reference_size``, ``reference_steps`` steps, the
+    run's optimizer) on the curated pool into ``out/reference``, always afresh, and score
+    every raw pair with it: ``[N]`` alignments."""
+    cfg, sc = config.base, config.scaling
+    recipe = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, size=sc.reference_size),
+        train=dataclasses.replace(
+            cfg.train,
+            eval_at_start=False,
+            steps=sc.reference_steps,
+            eval_every=sc.reference_steps,
+            checkpoint_every=sc.reference_steps,
+        ),
+    )
+    # scored by the model itself (float32), not from a (float16) embedding cache
+    obtained = obtain_reference(
+        out,
+        data=cfg.data,
+        world=world,
+        recipe=recipe,
+        embed=False,
+        overwrite=True,
+        progress=False,
+        log=log,
+    )
+    assert obtained.checkpoint is not None  # a trained reference has one
+    reference, _state, patch, _folder = load_trained_model(obtained.checkpoint)
+    return alignment_scores(reference, world.raw, patch_size=patch)
+
+
 def run_scaling_experiment(
     config: ScalingExperimentConfig,
     out_dir: str | os.PathLike[str],
@@ -302,31 +286,8 @@ def run_scaling_experiment(
     world = build_world(cfg.data)
 
     # 1. reference on the curated pool
-    ref_cfg = dataclasses.replace(
-        base,
-        model=dataclasses.replace(base.model, size=sc.reference_size),
-        train=dataclasses.replace(
-            base.train,
-            steps=sc.reference_steps,
-            eval_every=sc.reference_steps,
-            checkpoint_every=sc.reference_steps,
-        ),
-        optim=cfg.optim,
-    )
-    log(f"reference: {sc.reference_size} on {len(world.curated)} curated pairs")
     t0 = time.perf_counter()
-    train(
-        ref_cfg, out / "reference", overwrite=True, progress=False, world=world, pool=world.curated
-    )
-    ckpt_dir = latest_checkpoint(out / "reference")
-    if ckpt_dir is None:
-        raise RuntimeError(f"the reference run in {out / 'reference'} left no checkpoint")
-    ckpt = load_checkpoint(ckpt_dir)
-    model_cfg = model_config_for(ref_cfg, world)
-    reference = build_model(model_cfg)
-    load_model_weights(reference, ckpt.model, ckpt.path)
-    patch = ref_cfg.model.train_patch_size or min(model_cfg.image.patch_sizes)
-    scores = alignment_scores(reference, world.raw, patch_size=patch)
+    scores = _reference_scores(config, out, world=world, log=log)
     names, index = split_buckets(scores, buckets=sc.buckets, multiple=batch)
     size = int(index[0].numel())
     ref_wall = time.perf_counter() - t0

@@ -205,6 +205,255 @@ def _grid_sse_data(
     return best, arg
 
 
+@dataclass(frozen=True)
+class _Points:
+    """Validated points of one fit, and what turns a parameter vector into predictions.
+
+    Attributes:
+        names: ``[m]`` pool names.
+        idx: ``[P]`` pool index of each point.
+        n: ``[P]`` samples seen at each point.
+        y: ``[P]`` measured error at each point.
+        size: ``[P]`` samples in each point's pool.
+        method: the law fitted.
+        fit_id: ``id`` of the parameter records built.
+    """
+
+    names: tuple[str, ...]
+    idx: NDArray[np.integer]
+    n: NDArray[np.float64]
+    y: NDArray[np.float64]
+    size: NDArray[np.float64]
+    method: Method
+    fit_id: str
+
+    def params(
+        self, b_vals: NDArray[np.float64], t_vals: NDArray[np.float64], a_val: float, d_val: float
+    ) -> PoolParams:
+        """The parameter record of per-pool ``b_vals``, ``t_vals`` and shared ``a``, ``d``."""
+        return PoolParams(
+            id=self.fit_id,
+            names=self.names,
+            a=(a_val,) * len(self.names),
+            b=tuple(float(v) for v in b_vals),
+            tau=tuple(float(v) for v in t_vals),
+            d=d_val,
+            method=self.method,
+        )
+
+    def predict(self, p: PoolParams) -> NDArray[np.float64]:
+        """Predicted error of ``p`` at every point; ``[P]``."""
+        return predict_points(
+            p, pool=self.idx, samples_seen=self.n, pool_size=self.size, method=self.method
+        )
+
+
+def _check_points(
+    m: int, pool: ArrayLike, samples_seen: ArrayLike, error: ArrayLike
+) -> tuple[NDArray[np.integer], NDArray[np.float64], NDArray[np.float64]]:
+    """Validate ``pool`` (indices into ``m`` names), ``samples_seen`` and ``error``.
+
+    Returns:
+        ``(idx, n, y)``, each ``[P]``.
+    """
+    idx = np.asarray(pool)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"pool must be a non-empty vector of integer indices, got {pool!r:.80}")
+    P = idx.size
+    n = np.asarray(samples_seen, dtype=np.float64)
+    y = np.asarray(error, dtype=np.float64)
+    for label, arr in (("samples_seen", n), ("error", y)):
+        if arr.shape != (P,):
+            raise ValueError(f"{label} must have shape [{P}] like pool, got {arr.shape}")
+    if idx.min() < 0 or idx.max() >= m:
+        raise ValueError(f"pool indices must be in [0, {m}), got {int(idx.max())}")
+    bad = ~np.isfinite(n) | (n <= 0)
+    if bad.any():
+        raise ValueError(f"samples_seen must be finite and > 0, got {n[bad][0]!r}")
+    bad = ~np.isfinite(y) | (y < 0) | (y > 1)
+    if bad.any():
+        raise ValueError(f"error must be in [0, 1], got {y[bad][0]!r}")
+    return idx, n, y
+
+
+def _check_pool_sizes(
+    names: tuple[str, ...], idx: NDArray[np.integer], pool_size: ArrayLike
+) -> tuple[NDArray[np.float64], list[float]]:
+    """Validate ``pool_size`` (scalar, ``[m]`` or ``[P]``) against the points' pools.
+
+    Returns:
+        ``(size, sizes)``: the samples in each point's pool, ``[P]``, and in each pool, ``[m]``.
+    """
+    m, P = len(names), idx.size
+    size = np.asarray(pool_size, dtype=np.float64)
+    if size.ndim == 0:
+        size = np.full(P, float(size))
+    elif size.shape == (m,) and m != P:
+        size = size[idx]
+    elif size.shape != (P,):
+        raise ValueError(f"pool_size must be a scalar, [m={m}] or [P={P}], got shape {size.shape}")
+    bad = ~np.isfinite(size) | (size <= 0)
+    if bad.any():
+        raise ValueError(f"pool_size must be finite and > 0, got {size[bad][0]!r}")
+    sizes = []
+    for j, name in enumerate(names):
+        s = np.unique(size[idx == j])
+        if s.size == 0:
+            raise ValueError(f"pool {name!r} has no points")
+        if s.size > 1:
+            raise ValueError(f"pool_size of pool {name!r} must be one value, got {s.tolist()}")
+        sizes.append(float(s[0]))
+    return size, sizes
+
+
+def _check_grids(
+    a: float | None,
+    d: float | None,
+    a_grid: ArrayLike | None,
+    b_grid: ArrayLike | None,
+    tau_grid: ArrayLike | None,
+    d_grid: ArrayLike | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Validate the fixed ``a`` / ``d`` and the grids; a fixed value is a one-point grid.
+
+    Returns:
+        ``(a_grid, b_grid, tau_grid, d_grid)`` as float vectors.
+    """
+    for label, v, lo, hi in (("a", a, 0.0, None), ("d", d, 0.0, 1.0)):
+        if v is not None and not (
+            np.isfinite(v) and v >= lo and (hi is None or v <= hi) and (label != "a" or v > 0)
+        ):
+            raise ValueError(f"{label} must be {'> 0' if label == 'a' else 'in [0, 1]'}, got {v!r}")
+    ag = np.array([float(a)]) if a is not None else _grid("a_grid", a_grid, DEFAULT_A_GRID)
+    dg = np.array([float(d)]) if d is not None else _grid("d_grid", d_grid, DEFAULT_D_GRID)
+    bg = _grid("b_grid", b_grid, DEFAULT_B_GRID)
+    tg = _grid("tau_grid", tau_grid, DEFAULT_TAU_GRID)
+    if (ag <= 0).any():
+        raise ValueError(f"a_grid values must be > 0, got {ag[ag <= 0][0]}")
+    if (bg >= 0).any():
+        raise ValueError(f"b_grid values must be < 0, got {bg[bg >= 0][0]}")
+    if (tg <= 0).any():
+        raise ValueError(f"tau_grid values must be > 0, got {tg[tg <= 0][0]}")
+    if (dg < 0).any():
+        raise ValueError(f"d_grid values must be >= 0, got {dg[dg < 0][0]}")
+    return ag, bg, tg, dg
+
+
+def _grid_search(
+    pts: _Points,
+    ag: NDArray[np.float64],
+    bg: NDArray[np.float64],
+    tg: NDArray[np.float64],
+    dg: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], float, float]:
+    """The grid point whose summed per-pool SSE is smallest (first in grid order on ties).
+
+    Returns:
+        ``(b0, t0, a0, d0)``: per-pool ``b`` and ``tau`` (``[m]`` each), shared ``a`` and ``d``.
+    """
+    grid_fn = _grid_sse_utility if pts.method == "utility" else _grid_sse_data
+    idx, n, size, y = pts.idx, pts.n, pts.size, pts.y
+    per_pool = [
+        grid_fn(n[idx == j], size[idx == j], y[idx == j], ag, bg, tg, dg)
+        for j in range(len(pts.names))
+    ]
+    total = sum(mins for mins, _ in per_pool)  # [A, D]
+    ia, idd = np.unravel_index(int(np.argmin(total)), total.shape)
+    best_bt = [int(arg[ia, idd]) for _, arg in per_pool]
+    b0 = np.array([bg[i // tg.size] for i in best_bt])
+    t0 = np.array([tg[i % tg.size] for i in best_bt])
+    return b0, t0, float(ag[ia]), float(dg[idd])
+
+
+def _refine_bounds(m: int, free_a: bool, free_d: bool) -> tuple[list[float], list[float]]:
+    """Lower and upper bounds of the refinement vector ``[b, log tau, (log a), (d)]``."""
+    lo = [_BOUNDS["b"][0]] * m + [np.log(_BOUNDS["tau"][0])] * m
+    hi = [_BOUNDS["b"][1]] * m + [np.log(_BOUNDS["tau"][1])] * m
+    if free_a:
+        lo.append(np.log(_BOUNDS["a"][0]))
+        hi.append(np.log(_BOUNDS["a"][1]))
+    if free_d:
+        lo.append(_BOUNDS["d"][0])
+        hi.append(_BOUNDS["d"][1])
+    return lo, hi
+
+
+def _refine(
+    pts: _Points,
+    start: tuple[NDArray[np.float64], NDArray[np.float64], float, float],
+    free_a: bool,
+    free_d: bool,
+    grid_sse: float,
+) -> tuple[PoolParams, NDArray[np.float64], float] | None:
+    """Refine every free parameter together from the grid point ``start = (b0, t0, a0, d0)``.
+
+    Returns:
+        ``(params, residuals, sse)`` when the refinement lowers the SSE below ``grid_sse``,
+        else ``None`` (also when a step leaves the law's domain).
+    """
+    from scipy.optimize import least_squares
+
+    b0, t0, a0, d0 = start
+    m = len(pts.names)
+
+    def unpack(x: NDArray) -> PoolParams:
+        pos = 2 * m
+        a_val = float(np.exp(x[pos])) if free_a else a0
+        pos += int(free_a)
+        d_val = float(x[pos]) if free_d else d0
+        return pts.params(x[:m], np.exp(x[m : 2 * m]), a_val, d_val)
+
+    def fun(x: NDArray) -> NDArray:
+        return pts.predict(unpack(x)) - pts.y
+
+    x0 = [*b0, *np.log(t0)] + ([np.log(a0)] if free_a else []) + ([d0] if free_d else [])
+    lo, hi = _refine_bounds(m, free_a, free_d)
+    x0 = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
+    try:
+        sol = least_squares(
+            fun, x0, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=200 * x0.size
+        )
+        cand = unpack(sol.x)
+        r = pts.y - pts.predict(cand)
+        if np.isfinite(r).all() and float(r @ r) < grid_sse:
+            return cand, r, float(r @ r)
+    except ValueError:  # a step left the law's domain: keep the grid point
+        pass
+    return None
+
+
+def _result(
+    pts: _Points,
+    best: PoolParams,
+    sizes: list[float],
+    resid: NDArray[np.float64],
+    sse: float,
+    grid_sse: float,
+    refined: bool,
+) -> FitResult:
+    """The :class:`FitResult` of ``best``, whose record gets the fit's ``extra`` fields."""
+    best = PoolParams(
+        id=best.id,
+        names=best.names,
+        a=best.a,
+        b=best.b,
+        tau=best.tau,
+        d=best.d,
+        method=pts.method,
+        extra={"best_a": best.a[0], "best_loss": sse, "pool_sizes": sizes},
+    )
+    return FitResult(
+        params=best,
+        pool_sizes=tuple(sizes),
+        predicted=pts.y - resid,
+        residuals=resid,
+        sse=sse,
+        sse_per_pool=tuple(float((resid[pts.idx == j] ** 2).sum()) for j in range(len(sizes))),
+        grid_sse=grid_sse,
+        refined=refined,
+    )
+
+
 def fit_pools(
     *,
     names: Sequence[str],
@@ -239,150 +488,23 @@ def fit_pools(
     Returns:
         A :class:`FitResult` with ``params.method == method``.
     """
-    from scipy.optimize import least_squares
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     names = tuple(names)
-    m = len(names)
-    if m == 0:
+    if len(names) == 0:
         raise ValueError("names must not be empty")
-    idx = np.asarray(pool)
-    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"pool must be a non-empty vector of integer indices, got {pool!r:.80}")
-    P = idx.size
-    n = np.asarray(samples_seen, dtype=np.float64)
-    y = np.asarray(error, dtype=np.float64)
-    for label, arr in (("samples_seen", n), ("error", y)):
-        if arr.shape != (P,):
-            raise ValueError(f"{label} must have shape [{P}] like pool, got {arr.shape}")
-    if idx.min() < 0 or idx.max() >= m:
-        raise ValueError(f"pool indices must be in [0, {m}), got {int(idx.max())}")
-    bad = ~np.isfinite(n) | (n <= 0)
-    if bad.any():
-        raise ValueError(f"samples_seen must be finite and > 0, got {n[bad][0]!r}")
-    bad = ~np.isfinite(y) | (y < 0) | (y > 1)
-    if bad.any():
-        raise ValueError(f"error must be in [0, 1], got {y[bad][0]!r}")
-    size = np.asarray(pool_size, dtype=np.float64)
-    if size.ndim == 0:
-        size = np.full(P, float(size))
-    elif size.shape == (m,) and m != P:
-        size = size[idx]
-    elif size.shape != (P,):
-        raise ValueError(f"pool_size must be a scalar, [m={m}] or [P={P}], got shape {size.shape}")
-    bad = ~np.isfinite(size) | (size <= 0)
-    if bad.any():
-        raise ValueError(f"pool_size must be finite and > 0, got {size[bad][0]!r}")
-    sizes = []
-    for j, name in enumerate(names):
-        s = np.unique(size[idx == j])
-        if s.size == 0:
-            raise ValueError(f"pool {name!r} has no points")
-        if s.size > 1:
-            raise ValueError(f"pool_size of pool {name!r} must be one value, got {s.tolist()}")
-        sizes.append(float(s[0]))
-    for label, v, lo, hi in (("a", a, 0.0, None), ("d", d, 0.0, 1.0)):
-        if v is not None and not (
-            np.isfinite(v) and v >= lo and (hi is None or v <= hi) and (label != "a" or v > 0)
-        ):
-            raise ValueError(f"{label} must be {'> 0' if label == 'a' else 'in [0, 1]'}, got {v!r}")
-    ag = np.array([float(a)]) if a is not None else _grid("a_grid", a_grid, DEFAULT_A_GRID)
-    dg = np.array([float(d)]) if d is not None else _grid("d_grid", d_grid, DEFAULT_D_GRID)
-    bg = _grid("b_grid", b_grid, DEFAULT_B_GRID)
-    tg = _grid("tau_grid", tau_grid, DEFAULT_TAU_GRID)
-    if (ag <= 0).any():
-        raise ValueError(f"a_grid values must be > 0, got {ag[ag <= 0][0]}")
-    if (bg >= 0).any():
-        raise ValueError(f"b_grid values must be < 0, got {bg[bg >= 0][0]}")
-    if (tg <= 0).any():
-        raise ValueError(f"tau_grid values must be > 0, got {tg[tg <= 0][0]}")
-    if (dg < 0).any():
-        raise ValueError(f"d_grid values must be >= 0, got {dg[dg < 0][0]}")
+    idx, n, y = _check_points(len(names), pool, samples_seen, error)
+    size, sizes = _check_pool_sizes(names, idx, pool_size)
+    ag, bg, tg, dg = _check_grids(a, d, a_grid, b_grid, tau_grid, d_grid)
+    pts = _Points(names=names, idx=idx, n=n, y=y, size=size, method=method, fit_id=fit_id)
 
-    # ---- grid search
-    grid_fn = _grid_sse_utility if method == "utility" else _grid_sse_data
-    per_pool = [grid_fn(n[idx == j], size[idx == j], y[idx == j], ag, bg, tg, dg) for j in range(m)]
-    total = sum(mins for mins, _ in per_pool)  # [A, D]
-    ia, idd = np.unravel_index(int(np.argmin(total)), total.shape)
-    best_bt = [int(arg[ia, idd]) for _, arg in per_pool]
-    b0 = np.array([bg[i // tg.size] for i in best_bt])
-    t0 = np.array([tg[i % tg.size] for i in best_bt])
-    a0, d0 = float(ag[ia]), float(dg[idd])
-
-    def params_of(b_vals: NDArray, t_vals: NDArray, a_val: float, d_val: float) -> PoolParams:
-        return PoolParams(
-            id=fit_id,
-            names=names,
-            a=(a_val,) * m,
-            b=tuple(float(v) for v in b_vals),
-            tau=tuple(float(v) for v in t_vals),
-            d=d_val,
-            method=method,
-        )
-
-    def predict(p: PoolParams) -> NDArray[np.float64]:
-        return predict_points(p, pool=idx, samples_seen=n, pool_size=size, method=method)
-
-    best = params_of(b0, t0, a0, d0)
-    resid = y - predict(best)
+    start = _grid_search(pts, ag, bg, tg, dg)
+    best = pts.params(*start)
+    resid = y - pts.predict(best)
     grid_sse = float(resid @ resid)
-    sse = grid_sse
-    refined = False
-
-    # ---- local refinement of every free parameter together
+    sse, refined = grid_sse, False
     if refine and grid_sse > 0:
-        free_a, free_d = a is None, d is None
-
-        def unpack(x: NDArray) -> PoolParams:
-            pos = 2 * m
-            a_val = float(np.exp(x[pos])) if free_a else a0
-            pos += int(free_a)
-            d_val = float(x[pos]) if free_d else d0
-            return params_of(x[:m], np.exp(x[m : 2 * m]), a_val, d_val)
-
-        x0 = [*b0, *np.log(t0)] + ([np.log(a0)] if free_a else []) + ([d0] if free_d else [])
-        lo = [_BOUNDS["b"][0]] * m + [np.log(_BOUNDS["tau"][0])] * m
-        hi = [_BOUNDS["b"][1]] * m + [np.log(_BOUNDS["tau"][1])] * m
-        if free_a:
-            lo.append(np.log(_BOUNDS["a"][0]))
-            hi.append(np.log(_BOUNDS["a"][1]))
-        if free_d:
-            lo.append(_BOUNDS["d"][0])
-            hi.append(_BOUNDS["d"][1])
-        x0 = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
-
-        def fun(x: NDArray) -> NDArray:
-            return predict(unpack(x)) - y
-
-        try:
-            sol = least_squares(
-                fun, x0, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=200 * x0.size
-            )
-            cand = unpack(sol.x)
-            r = y - predict(cand)
-            if np.isfinite(r).all() and float(r @ r) < grid_sse:
-                best, resid, sse, refined = cand, r, float(r @ r), True
-        except ValueError:  # a step left the law's domain: keep the grid point
-            pass
-
-    best = PoolParams(
-        id=best.id,
-        names=best.names,
-        a=best.a,
-        b=best.b,
-        tau=best.tau,
-        d=best.d,
-        method=method,
-        extra={"best_a": best.a[0], "best_loss": sse, "pool_sizes": sizes},
-    )
-    return FitResult(
-        params=best,
-        pool_sizes=tuple(sizes),
-        predicted=y - resid,
-        residuals=resid,
-        sse=sse,
-        sse_per_pool=tuple(float((resid[idx == j] ** 2).sum()) for j in range(m)),
-        grid_sse=grid_sse,
-        refined=refined,
-    )
+        found = _refine(pts, start, a is None, d is None, grid_sse)
+        if found is not None:
+            (best, resid, sse), refined = found, True
+    return _result(pts, best, sizes, resid, sse, grid_sse, refined)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -458,27 +458,15 @@ def train(
     cfg: ExperimentConfig,
     out_dir: str | os.PathLike[str],
     *,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
     world: World | None = None,
     pool: PairDataset | None = None,
-    on_eval: Callable[[dict[str, Any]], None] | None = None,
-    dist: DistContext | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Train a two-tower model as ``cfg`` says: :class:`ContrastiveTask` in the one loop
-    (:func:`curatorch.train.train_task`, whose arguments these are); returns the summary.
+    """Train a two-tower model as ``cfg`` says: :class:`ContrastiveTask` (``world``,
+    ``pool``) in the one loop; returns the summary.
 
-    ``world`` and ``pool`` are :class:`ContrastiveTask`'s. Under torchrun (``dist``) every
-    rank trains on ``b / W`` examples per step under ``DistributedDataParallel``.
+    ``options`` are :func:`curatorch.train.train_task`'s: ``resume``, ``overwrite``,
+    ``progress``, ``on_eval``, ``dist`` (under torchrun every rank trains on ``b / W``
+    examples per step under ``DistributedDataParallel``).
     """
-    task = ContrastiveTask(cfg, world=world, pool=pool)
-    return train_task(
-        task,
-        out_dir,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        on_eval=on_eval,
-        dist=dist,
-    )
+    return train_task(ContrastiveTask(cfg, world=world, pool=pool), out_dir, **options)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -460,23 +460,14 @@ def train_pareto(
     cfg: ParetoExperimentConfig,
     out_dir: str | os.PathLike[str],
     *,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
     splits: MultimodalSplits | None = None,
-    on_eval: Callable[[dict[str, Any]], None] | None = None,
-    dist: DistContext | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Train a multimodal classifier: :class:`MultimodalClassifierTask` in the one loop
-    (:func:`curatorch.train.train_task`, whose arguments these are); returns the summary,
-    which adds ``modalities`` and, over the diagnosed steps, ``mean_cos/<m>`` and
-    ``conflict_rate/<m>`` to the loop's keys."""
-    return train_task(
-        MultimodalClassifierTask(cfg, splits=splits),
-        out_dir,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        on_eval=on_eval,
-        dist=dist,
-    )
+    """Train a multimodal classifier: :class:`MultimodalClassifierTask` (``splits``) in the
+    one loop; returns the summary, which adds ``modalities`` and, over the diagnosed steps,
+    ``mean_cos/<m>`` and ``conflict_rate/<m>`` to the loop's keys.
+
+    ``options`` are :func:`curatorch.train.train_task`'s: ``resume``, ``overwrite``,
+    ``progress``, ``on_eval``, ``dist``.
+    """
+    return train_task(MultimodalClassifierTask(cfg, splits=splits), out_dir, **options)

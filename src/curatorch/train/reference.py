@@ -1,15 +1,24 @@
-"""Reference models for JEST: loading them, embedding a pool once, serving embeddings.
+"""Reference models for JEST: obtaining one, embedding a pool once, serving embeddings.
 
 A reference is either an embedding cache (``curatorch embed``; no reference forward pass
 during training) or a checkpoint (a forward pass of the reference on every super-batch).
 Missing entries, or a cache computed for other data, are errors, never a silent switch to
 the online reference.
+
+:func:`obtain_reference` is the one way to get a reference's embedding cache: a given
+cache is used as is, a given checkpoint is embedded once, or a reference is trained on the
+curated pool; the training loop (``strategy.reference = "curated"``), ``curatorch
+compare``, ``curatorch jest analyze`` and the scaling experiment all call it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +35,7 @@ from curatorch.data import (
     save_embedding_cache,
 )
 from curatorch.eval import embed_images, embed_texts
+from curatorch.eval.evaluate import EVAL_METRICS
 from curatorch.models import (
     ImageTowerConfig,
     TextTowerConfig,
@@ -35,17 +45,34 @@ from curatorch.models import (
     two_tower_forward_flops,
 )
 from curatorch.selection import ModelEmbeddings
-from curatorch.train.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from curatorch.train.config import ConfigError, config_from_dict
+from curatorch.train.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+)
+from curatorch.train.config import (
+    ConfigError,
+    ExperimentConfig,
+    StrategyConfig,
+    config_from_dict,
+    config_to_dict,
+)
+from curatorch.train.distributed import DistContext
+from curatorch.train.loop import TrainingError
 
 __all__ = [
     "CachedReference",
+    "ObtainedReference",
     "OnlineReference",
     "ReferenceSource",
+    "curated_reference_config",
     "embed_pool",
     "load_reference",
     "load_trained_model",
     "model_config_from_dict",
+    "obtain_reference",
 ]
 
 # data fields that do not change the pools' content
@@ -254,3 +281,286 @@ def embed_pool(
         meta=meta,
     )
     return {**meta, "count": len(pool), "out": str(out)}
+
+
+# ------------------------------------------------------------------ obtaining a reference
+
+# what a finished reference run may differ in from its recipe and still be reused: the
+# settings a resume may change (so a resumed run whose train.steps grew keeps its reference)
+_RUN_NEUTRAL = {("train", "device"), ("train", "threads"), ("train", "steps")}
+_RUN_NEUTRAL |= {("eval", "batch_size"), ("data", "num_workers")}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObtainedReference:
+    """What :func:`obtain_reference` found or made.
+
+    Attributes:
+        cache: the embedding cache of the training data (a pool cache, or a per-shard
+            cache for ``data.shards``); ``None`` with ``embed=False``.
+        checkpoint: the reference's checkpoint folder; ``None`` for a given cache.
+        info: JSON-able facts for reports (recipe, final metrics, timings; ``given``).
+    """
+
+    cache: Path | None
+    checkpoint: Path | None
+    info: dict[str, Any]
+
+
+def curated_reference_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The reference that ``strategy.reference = "curated"`` trains for the run ``cfg``:
+    the run's own model, optimizer and training settings, ``strategy.reference_steps``
+    steps (0 = ``train.steps``), IID on the world's curated pool."""
+    steps = cfg.strategy.reference_steps or cfg.train.steps
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, pool="curated", shards=""),
+        train=dataclasses.replace(cfg.train, steps=steps),
+        strategy=StrategyConfig(),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _cache_is_current(cache: Path, ckpt: Path, *, data: DataConfig, urls: list[str]) -> bool:
+    """Whether ``cache`` holds the embeddings of the training data (the pool ``data.pool``,
+    or the shards ``urls``) by the checkpoint folder ``ckpt``."""
+    from curatorch.data.shard_cache import is_shard_cache
+
+    meta = _read_json(cache / "meta.json")
+    weights = ckpt / "model.safetensors"
+    if meta is None or not weights.is_file():
+        return False
+    if meta.get("checkpoint_sha256") != file_sha256(weights):
+        return False
+    if urls:
+        return (
+            is_shard_cache(cache)
+            and meta.get("urls") == urls
+            and (meta.get("image_size") == data.image_size)
+        )
+    return (
+        is_embedding_cache(cache)
+        and meta.get("pool") == data.pool
+        and not _data_differences(meta.get("data", {}), dataclasses.asdict(data))
+    )
+
+
+def _finished_run_matches(run: Path, recipe: ExperimentConfig) -> dict[str, Any] | None:
+    """The summary of the finished run in ``run`` when it was trained as ``recipe`` says
+    (apart from :data:`_RUN_NEUTRAL`), else ``None``."""
+    summary = _read_json(run / "summary.json")
+    recorded = _read_json(run / "config.json")
+    if summary is None or recorded is None:
+        return None
+    wanted = config_to_dict(recipe)
+    for section in set(recorded) | set(wanted):
+        a, b = recorded.get(section, {}), wanted.get(section, {})
+        for key in set(a) | set(b):
+            if a.get(key) != b.get(key) and (section, key) not in _RUN_NEUTRAL:
+                return None
+    return summary
+
+
+def _embed(
+    ckpt: Path, cache: Path, *, data: DataConfig, world: World, urls: list[str], **kw: Any
+) -> float:
+    """Embed the training data with ``ckpt`` into ``cache``; returns the seconds taken."""
+    from curatorch.train.shard_reference import embed_shards
+
+    t0 = time.perf_counter()
+    if urls:
+        embed_shards(
+            ckpt, urls=urls, tokenizer=world.tokenizer, image_size=data.image_size, out=cache, **kw
+        )
+    else:
+        embed_pool(ckpt, world=world, data=data, pool_name=data.pool, out=cache, **kw)
+        if not is_embedding_cache(cache):
+            raise TrainingError(f"the reference cache {cache} was not written")
+    return round(time.perf_counter() - t0, 1)
+
+
+def _train_reference(
+    recipe: ExperimentConfig,
+    run: Path,
+    *,
+    world: World,
+    reuse: bool,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train ``recipe`` on the curated pool into ``run`` (resumed when it holds a run of
+    it; a finished one is reused as is when ``reuse``); returns the reference's facts."""
+    from curatorch.train.contrastive import train
+
+    cfg = recipe.train
+    info: dict[str, Any] = {
+        "checkpoint": str(run),
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "model": recipe.model.size,
+        "curated_size": len(world.curated),
+    }
+    t0 = time.perf_counter()
+    summary = _finished_run_matches(run, recipe) if reuse and not overwrite else None
+    if summary is None:
+        log(
+            f"reference: training {recipe.model.size} for {cfg.steps} steps of "
+            f"{cfg.batch_size} on the curated pool ({len(world.curated)} examples) into {run}"
+        )
+        summary = train(
+            recipe, run, resume=not overwrite, overwrite=overwrite, progress=progress, world=world
+        )
+        info["wall_s"] = round(time.perf_counter() - t0, 1)
+        log(f"reference: mean_score {summary['mean_score']:.3f} ({info['wall_s']:.0f} s)")
+    else:
+        info.update(reused=True, steps=summary.get("step", cfg.steps))
+        info["wall_s"] = round(time.perf_counter() - t0, 1)
+    info["final"] = {m: summary.get(m) for m in EVAL_METRICS if m != "zeroshot_chance"}
+    return info
+
+
+def _obtain(
+    out: Path,
+    *,
+    given: str,
+    recipe: ExperimentConfig | None,
+    data: DataConfig,
+    world: World,
+    urls: list[str],
+    device: torch.device | str,
+    embed: bool,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    key: str,
+) -> ObtainedReference:
+    """:func:`obtain_reference`'s work, in one process."""
+    from curatorch.data.shard_cache import is_shard_cache
+
+    cache = out / "reference-cache"
+    if given:
+        path = Path(given)
+        if not path.exists():
+            raise ValueError(f"{key} {path} does not exist")
+        if is_embedding_cache(path) or is_shard_cache(path):
+            return ObtainedReference(path, None, {"cache": str(path), "given": True})
+        ckpt, info = find_checkpoint(path), {"given": True}
+    else:
+        assert recipe is not None  # checked by obtain_reference
+        ref_cfg = dataclasses.replace(
+            recipe, data=dataclasses.replace(recipe.data, pool="curated", shards="")
+        )
+        ref_cfg.validate()
+        run = out / "reference"
+        latest = latest_checkpoint(run)
+        current = latest is not None and _cache_is_current(cache, latest, data=data, urls=urls)
+        info = _train_reference(
+            ref_cfg,
+            run,
+            world=world,
+            reuse=current or not embed,
+            overwrite=overwrite,
+            progress=progress,
+            log=log,
+        )
+        ckpt = latest_checkpoint(run)
+        if ckpt is None:
+            raise TrainingError(f"the reference run in {run} left no checkpoint")
+    if not embed:
+        return ObtainedReference(None, ckpt, info)
+    if overwrite or not _cache_is_current(cache, ckpt, data=data, urls=urls):
+        info["embed_s"] = _embed(
+            ckpt, cache, data=data, world=world, urls=urls, device=device, progress=progress
+        )
+    info["cache"] = str(cache)
+    return ObtainedReference(cache, ckpt, info)
+
+
+def obtain_reference(
+    out: str | os.PathLike[str],
+    *,
+    data: DataConfig,
+    world: World,
+    given: str | os.PathLike[str] = "",
+    recipe: ExperimentConfig | None = None,
+    shards: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+    embed: bool = True,
+    overwrite: bool = False,
+    dist: DistContext | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = _log,
+    key: str = "strategy.reference",
+) -> ObtainedReference:
+    """A reference and its embedding cache of the training data ``data`` (its pool
+    ``data.pool`` of ``world``, or its shards), for a run or experiment folder ``out``.
+
+    Exactly one of:
+
+    - ``given``: an embedding cache (pool or shard cache), used as is (the loader checks
+      it against the data), or a checkpoint, embedded once into ``out/reference-cache``;
+    - ``recipe``: the reference's own experiment config (model size, steps, batch size,
+      optimizer ...), trained IID on ``world``'s curated pool (whatever ``recipe.data.pool``
+      says) into ``out/reference``, then embedded into ``out/reference-cache``.
+
+    A cache is reused when it is current: embedded from that checkpoint for this data. A
+    trained reference whose cache is current is reused when its finished run was trained
+    as ``recipe`` says, apart from what a resume may change (device, threads,
+    ``train.steps``: a resumed run whose budget grew keeps its reference); a run of
+    another recipe is resumed or refused as :func:`train` does; ``overwrite`` retrains
+    and re-embeds. ``embed=False`` skips the cache (the caller scores with ``checkpoint``
+    itself). ``key`` names ``given`` in errors.
+
+    The global torch RNG is left as it was. Collective under ``dist``: rank 0 does the
+    work while the others wait; every rank gets the result (or rank 0's error).
+    """
+    if bool(given) == (recipe is not None):
+        raise ValueError("obtain_reference needs exactly one of given= and recipe=")
+    from curatorch.data.shards import expand_shards
+
+    dist = dist or DistContext()
+    urls = list(shards) if shards is not None else []
+    if shards is None and data.shards:
+        urls = expand_shards(data.shards)
+    rng = torch.get_rng_state()  # training the reference must not shift the caller's
+    outcome: tuple[str, Any] | None = None
+    error: Exception | None = None
+    if dist.is_main:
+        try:
+            done = _obtain(
+                Path(out),
+                given=os.fspath(given),
+                recipe=recipe,
+                data=data,
+                world=world,
+                urls=urls,
+                device=device,
+                embed=embed,
+                overwrite=overwrite,
+                progress=progress,
+                log=log,
+                key=key,
+            )
+            outcome = ("ok", done)
+        except Exception as exc:  # every rank must reach the collective below
+            error, outcome = exc, ("error", f"{type(exc).__name__}: {exc}")
+    outcome = dist.broadcast_object(outcome)
+    torch.set_rng_state(rng)
+    if error is not None:
+        raise error
+    assert outcome is not None  # rank 0 always sets it
+    if outcome[0] == "error":
+        raise TrainingError(f"rank 0 could not obtain the reference: {outcome[1]}")
+    return outcome[1]
