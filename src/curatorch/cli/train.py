@@ -100,6 +100,7 @@ def _eval(args: argparse.Namespace) -> int:
         load_model_weights,
         model_config_for,
     )
+    from curatorch.train.model_config import train_patch_size
 
     ckpt = load_checkpoint(args.checkpoint)
     try:
@@ -110,8 +111,7 @@ def _eval(args: argparse.Namespace) -> int:
     world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
     model = build_model(model_config_for(cfg, world))
     load_model_weights(model, ckpt.model, ckpt.path)
-    patch = args.patch_size or cfg.eval.patch_size or cfg.model.train_patch_size
-    patch = patch or min(model.cfg.image.patch_sizes)
+    patch = args.patch_size or cfg.eval.patch_size or train_patch_size(cfg.model, model.cfg)
     scores = evaluate(
         model,
         world.eval,

@@ -24,7 +24,7 @@ from curatorch.models import TwoTower, TwoTowerConfig, build_model, two_tower_fo
 from curatorch.train.config import ExperimentConfig, config_to_dict
 from curatorch.train.distributed import DistContext
 from curatorch.train.loop import train_task
-from curatorch.train.model_config import model_config_for
+from curatorch.train.model_config import model_config_for, train_patch_size
 from curatorch.train.sampler import EpochSampler
 from curatorch.train.strategy import Candidates, ReferenceProvider, Selection, Selector
 from curatorch.train.task import BaseTask, RunContext, TaskState
@@ -49,7 +49,7 @@ def patch_sizes_for(cfg: ExperimentConfig, model_cfg: TwoTowerConfig) -> tuple[i
     largest for Flexi-JEST, or the training patch size. Raises ``ValueError`` naming
     ``strategy.score_patch_size`` when it is not one of the model's."""
     patches = model_cfg.image.patch_sizes
-    train_patch = cfg.model.train_patch_size or min(patches)
+    train_patch = train_patch_size(cfg.model, model_cfg)
     default = max(patches) if cfg.strategy.name == "flexi-jest" else train_patch
     score_patch = cfg.strategy.score_patch_size or default
     if score_patch not in patches:

@@ -6,9 +6,9 @@ import dataclasses
 
 from curatorch.data import World
 from curatorch.models import TwoTowerConfig, get_model_config
-from curatorch.train.config import ExperimentConfig
+from curatorch.train.config import ExperimentConfig, ModelSection
 
-__all__ = ["model_config_for"]
+__all__ = ["model_config_for", "train_patch_size"]
 
 
 def model_config_for(cfg: ExperimentConfig, world: World) -> TwoTowerConfig:
@@ -27,3 +27,9 @@ def model_config_for(cfg: ExperimentConfig, world: World) -> TwoTowerConfig:
     if pad_id != model.text.pad_id:  # e.g. a Hugging Face tokenizer whose pad is not 0
         model = dataclasses.replace(model, text=dataclasses.replace(model.text, pad_id=pad_id))
     return model
+
+
+def train_patch_size(section: ModelSection, model: TwoTowerConfig) -> int:
+    """The patch size a model trains (and, by default, is evaluated and embedded) at:
+    ``model.train_patch_size``, or the smallest configured patch size."""
+    return section.train_patch_size or min(model.image.patch_sizes)

@@ -61,6 +61,7 @@ from curatorch.train.config import (
 )
 from curatorch.train.distributed import DistContext
 from curatorch.train.loop import TrainingError
+from curatorch.train.model_config import train_patch_size
 
 __all__ = [
     "CachedReference",
@@ -111,7 +112,7 @@ def load_trained_model(
         raise CheckpointError(f"checkpoint {ckpt.path} has no valid model config: {exc}") from exc
     model = build_model(model_cfg)
     load_model_weights(model, ckpt.model, ckpt.path)
-    patch = run_cfg.model.train_patch_size or min(model_cfg.image.patch_sizes)
+    patch = train_patch_size(run_cfg.model, model_cfg)
     return model.to(device).eval(), ckpt.state, patch, ckpt.path
 
 
