@@ -253,10 +253,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from curatorch.experiments import load_scaling_config, run_scaling_experiment
-    from curatorch.scaling import combined_error, plot_comparison
+    from curatorch.experiments.scaling import plot_scaling_experiment
 
     cfg = load_scaling_config(config_path(args.config), args.overrides)
     output_dir(args.out)
@@ -265,49 +263,22 @@ def _experiment(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     s = run_scaling_experiment(cfg, args.out, log=log)
-    fit, size = s["fit"], s["bucket_size"]
-    measured, predicted = {}, {}
-    hi = cfg.scaling.passes * size
-    xs = np.linspace(size / 4, hi, 200)
-    for j, name in enumerate(s["buckets"]):
-        pts = s["bucket_points"][name]
-        measured[name] = ([n for n, _ in pts], [e for _, e in pts])
-        predicted[name] = (
-            xs,
-            combined_error(
-                xs,
-                bucket_size=size,
-                a=fit["a"],
-                b=fit["b"][j : j + 1],
-                tau=fit["tau"][j : j + 1],
-                d=fit["d"],
-                method=fit["method"],
-            ),
-        )
-    for label, u in s["unions"].items():
-        k = len(u["buckets"])
-        measured[label] = (u["samples_seen"], u["measured_error"])
-        predicted[label] = (
-            xs,
-            combined_error(
-                xs,
-                bucket_size=size,
-                a=fit["a"],
-                b=fit["b"][:k],
-                tau=fit["tau"][:k],
-                d=fit["d"],
-                method=fit["method"],
-            ),
-        )
     plot = Path(args.out) / "comparison.png"
-    plot_comparison(
-        measured, predicted, plot, title=f"buckets fitted, unions predicted ({fit['method']})"
-    )
+    plot_scaling_experiment(s, plot, passes=cfg.scaling.passes)
+    other = "data" if s["fit"]["method"] == "utility" else "utility"
+    _print_experiment_tables(s, other)
+    print(json.dumps(_experiment_record(s, args.out, plot, other)))
+    return 0
+
+
+def _print_experiment_tables(s: dict[str, Any], other: str) -> None:
+    """The fit per bucket, then predicted against measured error of every union point
+    (and the ``other`` method's prediction)."""
+    fit, size = s["fit"], s["bucket_size"]
     print(f"bucket size {size}; fit a={fit['a']:.4g} d={fit['d']:.4g} SSE {fit['sse']:.3g}")
     print(f"{'pool':<14}{'b':>9}{'tau':>9}{'clean':>8}")
     for j, name in enumerate(s["buckets"]):
         print(f"{name:<14}{fit['b'][j]:>9.4f}{fit['tau'][j]:>9.2f}{s['clean_fraction'][j]:>8.3f}")
-    other = "data" if fit["method"] == "utility" else "utility"
     print(
         f"{'union':<8}{'samples':>9}{'predicted':>11}{'measured':>10}{'diff':>9}"
         f"{other + ' pred':>14}"
@@ -321,23 +292,23 @@ def _experiment(args: argparse.Namespace) -> int:
             strict=True,
         ):
             print(f"{label:<8}{n:>9}{pe:>11.4f}{me:>10.4f}{pe - me:>+9.4f}{po:>14.4f}")
-    print(
-        json.dumps(
-            {
-                "out": str(args.out),
-                "plot": str(plot),
-                "bucket_size": size,
-                "max_abs_diff": s["max_abs_diff"],
-                "within_tolerance": s["within_tolerance"],
-                "tolerance": s["tolerance"],
-                "max_abs_diff_per_union": {k: u["max_abs_diff"] for k, u in s["unions"].items()},
-                "final_diff_per_union": {k: u["final_diff"] for k, u in s["unions"].items()},
-                f"{other}_max_abs_diff_per_union": {
-                    k: u[f"{other}_max_abs_diff"] for k, u in s["unions"].items()
-                },
-                "fit": {k: fit[k] for k in ("a", "d", "b", "tau", "sse")},
-                "wall_s": s["wall_s"]["total"],
-            }
-        )
-    )
-    return 0
+
+
+def _experiment_record(s: dict[str, Any], out: Path, plot: Path, other: str) -> dict[str, Any]:
+    """The JSON record ``scaling experiment`` prints last, from the experiment summary."""
+    fit, unions = s["fit"], s["unions"]
+    return {
+        "out": str(out),
+        "plot": str(plot),
+        "bucket_size": s["bucket_size"],
+        "max_abs_diff": s["max_abs_diff"],
+        "within_tolerance": s["within_tolerance"],
+        "tolerance": s["tolerance"],
+        "max_abs_diff_per_union": {k: u["max_abs_diff"] for k, u in unions.items()},
+        "final_diff_per_union": {k: u["final_diff"] for k, u in unions.items()},
+        f"{other}_max_abs_diff_per_union": {
+            k: u[f"{other}_max_abs_diff"] for k, u in unions.items()
+        },
+        "fit": {k: fit[k] for k in ("a", "d", "b", "tau", "sse")},
+        "wall_s": s["wall_s"]["total"],
+    }

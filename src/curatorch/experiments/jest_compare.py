@@ -593,53 +593,37 @@ def _train_in_processes(
             manager.shutdown()
 
 
-def run_compare(
-    cc: CompareConfig,
-    out: str | os.PathLike[str],
+_Job = tuple[StrategyRun, int, ExperimentConfig]  # (strategy, seed, its run's config)
+
+
+def _train_jobs(
+    jobs: Sequence[_Job],
+    run_dirs: Mapping[tuple[str, int], Path],
     *,
-    overwrite: bool = False,
-    progress: bool = True,
-    command: str = "",
-    log: Callable[[str], None] = _log,
-) -> dict[str, Any]:
-    """Run the comparison into ``out`` and write ``report.md``, the plots and
-    ``results.json``; returns ``{"summary": <the issue's JSON>, "results": <everything>}``.
-
-    Finished runs in ``out`` with the same config are reused (``overwrite`` retrains all).
-    """
-    from curatorch.report.compare import compare_markdown, compare_table, plot_compare_curves
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    c = cc.compare
-    world = build_world(cc.base.data)
-    reference, ref_info = prepare_reference(
-        cc, out, world=world, overwrite=overwrite, progress=progress, log=log
-    )
-    strategies = c.active
-    metrics = list(TARGET_METRICS)
-    jobs = [
-        (st, seed, cc.run_config(st.name, seed, reference=reference))
-        for st in strategies
-        for seed in c.seeds
-    ]
+    workers: int,
+    metric: str,
+    world: World,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[tuple[str, int], float]:
+    """Train (or reuse) every job into its ``run_dirs`` folder, in ``workers`` processes
+    when more than one and more than one job, else one after another in this process;
+    logs each run as it ends. Returns ``{(strategy, seed): wall seconds}``."""
     done: dict[tuple[str, int], float] = {}  # (strategy, seed) -> wall seconds
 
-    def finished(k: int, st: StrategyRun, seed: int, summary: dict[str, Any], wall: float):
+    def finished(k: int, st: StrategyRun, seed: int, summary: dict[str, Any], wall: float) -> None:
         done[(st.name, seed)] = float(summary.get("wall_s", wall))
         log(
-            f"[{k}/{len(jobs)}] {st.title} seed {seed}: {c.metric} "
-            f"{summary[c.metric]:.4f} ({done[(st.name, seed)]:.0f} s)"
+            f"[{k}/{len(jobs)}] {st.title} seed {seed}: {metric} "
+            f"{summary[metric]:.4f} ({done[(st.name, seed)]:.0f} s)"
         )
 
-    run_dirs = {(st.name, seed): out / "runs" / st.name / f"seed{seed}" for st, seed, _ in jobs}
-    run_cfgs = {(st.name, seed): cfg for st, seed, cfg in jobs}  # with the reference filled in
-    if c.workers > 1 and len(jobs) > 1:
+    if workers > 1 and len(jobs) > 1:
         _train_in_processes(
             jobs,
             run_dirs,
-            workers=c.workers,
+            workers=workers,
             overwrite=overwrite,
             progress=progress,
             done=finished,
@@ -656,18 +640,46 @@ def run_compare(
                 world=world,
             )
             finished(k, st, seed, summary, time.perf_counter() - t0)
+    return done
+
+
+def _collect_runs(
+    strategies: Sequence[StrategyRun],
+    seeds: Sequence[int],
+    run_dirs: Mapping[tuple[str, int], Path],
+    run_cfgs: Mapping[tuple[str, int], ExperimentConfig],
+    done: Mapping[tuple[str, int], float],
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]], dict[str, Any]]:
+    """Per strategy: its seed-averaged curves (:func:`aggregate_runs` of the runs'
+    ``metrics.jsonl``), the wall seconds of each seed's run and the last seed's config.
+
+    Returns ``(curves, walls, configs)``, each keyed by strategy name.
+    """
     curves: dict[str, dict[str, list[float]]] = {}
     walls: dict[str, list[float]] = {}
     configs: dict[str, Any] = {}
     for st in strategies:
-        records = {seed: _read_metrics(run_dirs[(st.name, seed)]) for seed in c.seeds}
-        walls[st.name] = [done[(st.name, seed)] for seed in c.seeds]
-        configs[st.name] = config_to_dict(run_cfgs[(st.name, c.seeds[-1])])
-        curves[st.name] = aggregate_runs(records, metrics)
-    summary = summarize(curves, baseline=c.baseline, metric=c.metric)
-    labels = {s.name: s.title for s in strategies}
+        records = {seed: _read_metrics(run_dirs[(st.name, seed)]) for seed in seeds}
+        walls[st.name] = [done[(st.name, seed)] for seed in seeds]
+        configs[st.name] = config_to_dict(run_cfgs[(st.name, seeds[-1])])
+        curves[st.name] = aggregate_runs(records, list(TARGET_METRICS))
+    return curves, walls, configs
+
+
+def _plot_curves(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    out: Path,
+    *,
+    metric: str,
+    labels: Mapping[str, str],
+    target: float,
+    seeds: int,
+) -> dict[str, str]:
+    """Write the score-vs-examples and score-vs-FLOPs plots into ``out``; returns
+    ``{x: file name}``."""
+    from curatorch.report.compare import plot_compare_curves
+
     plots: dict[str, str] = {}
-    target = curves[c.baseline][c.metric][-1]
     for x, fname, xlabel in (
         ("examples_seen", "score_vs_examples.png", "training examples seen"),
         ("flops_total", "score_vs_flops.png", "total FLOPs (training + scoring)"),
@@ -676,26 +688,64 @@ def run_compare(
             curves,
             out / fname,
             x=x,
-            metric=c.metric,
+            metric=metric,
             labels=labels,
             target=target,
             xlabel=xlabel,
-            seeds=len(c.seeds),
+            seeds=seeds,
         )
         plots[x] = fname
-    analysis = None
-    if c.analyze and any(cc.runs[s.name][c.seeds[0]].strategy.needs_reference for s in strategies):
-        learner = out / "runs" / c.baseline / f"seed{c.seeds[0]}"
-        t0 = time.perf_counter()
-        analysis = _analyze(cc.base, learner, reference, out, world=world, seeds=c.analyze_seeds)
-        analysis["wall_s"] = round(time.perf_counter() - t0, 1)
-        for name in (
-            "learnability_matrix",
-            "learnability_vs_chunks",
-            "learnability_vs_filter_ratio",
-        ):
-            plots[name] = f"{name}.png"
-    results = {
+    return plots
+
+
+def _analyze_if_selecting(
+    cc: CompareConfig,
+    strategies: Sequence[StrategyRun],
+    reference: str,
+    out: Path,
+    *,
+    world: World,
+    plots: dict[str, str],
+) -> dict[str, Any] | None:
+    """With ``compare.analyze`` and a strategy that uses the reference, the Figure-2
+    analysis of the baseline's first-seed learner (its plots added to ``plots``); else
+    ``None``."""
+    c = cc.compare
+    if not (
+        c.analyze and any(cc.runs[s.name][c.seeds[0]].strategy.needs_reference for s in strategies)
+    ):
+        return None
+    learner = out / "runs" / c.baseline / f"seed{c.seeds[0]}"
+    t0 = time.perf_counter()
+    analysis = _analyze(cc.base, learner, reference, out, world=world, seeds=c.analyze_seeds)
+    analysis["wall_s"] = round(time.perf_counter() - t0, 1)
+    for name in (
+        "learnability_matrix",
+        "learnability_vs_chunks",
+        "learnability_vs_filter_ratio",
+    ):
+        plots[name] = f"{name}.png"
+    return analysis
+
+
+def _results_record(
+    cc: CompareConfig,
+    *,
+    summary: dict[str, Any],
+    target: float,
+    curves: dict[str, dict[str, list[float]]],
+    labels: dict[str, str],
+    ref_info: dict[str, Any],
+    analysis: dict[str, Any] | None,
+    configs: dict[str, Any],
+    walls: Mapping[str, Sequence[float]],
+    t_start: float,
+    command: str,
+    plots: dict[str, str],
+) -> dict[str, Any]:
+    """``results.json``: everything the report needs (``wall_s`` counts from ``t_start``)."""
+    c = cc.compare
+    return {
         "summary": summary,
         "target": {"metric": c.metric, "baseline": c.baseline, "value": round(target, 4)},
         "curves": curves,
@@ -717,6 +767,72 @@ def run_compare(
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "plots": plots,
     }
+
+
+def run_compare(
+    cc: CompareConfig,
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str = "",
+    log: Callable[[str], None] = _log,
+) -> dict[str, Any]:
+    """Run the comparison into ``out`` and write ``report.md``, the plots and
+    ``results.json``; returns ``{"summary": <the issue's JSON>, "results": <everything>}``.
+
+    Finished runs in ``out`` with the same config are reused (``overwrite`` retrains all).
+    """
+    from curatorch.report.compare import compare_markdown, compare_table
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    c = cc.compare
+    world = build_world(cc.base.data)
+    reference, ref_info = prepare_reference(
+        cc, out, world=world, overwrite=overwrite, progress=progress, log=log
+    )
+    strategies = c.active
+    jobs = [
+        (st, seed, cc.run_config(st.name, seed, reference=reference))
+        for st in strategies
+        for seed in c.seeds
+    ]
+    run_dirs = {(st.name, seed): out / "runs" / st.name / f"seed{seed}" for st, seed, _ in jobs}
+    run_cfgs = {(st.name, seed): cfg for st, seed, cfg in jobs}  # with the reference filled in
+    done = _train_jobs(
+        jobs,
+        run_dirs,
+        workers=c.workers,
+        metric=c.metric,
+        world=world,
+        overwrite=overwrite,
+        progress=progress,
+        log=log,
+    )
+    curves, walls, configs = _collect_runs(strategies, c.seeds, run_dirs, run_cfgs, done)
+    summary = summarize(curves, baseline=c.baseline, metric=c.metric)
+    labels = {s.name: s.title for s in strategies}
+    target = curves[c.baseline][c.metric][-1]
+    plots = _plot_curves(
+        curves, out, metric=c.metric, labels=labels, target=target, seeds=len(c.seeds)
+    )
+    analysis = _analyze_if_selecting(cc, strategies, reference, out, world=world, plots=plots)
+    results = _results_record(
+        cc,
+        summary=summary,
+        target=target,
+        curves=curves,
+        labels=labels,
+        ref_info=ref_info,
+        analysis=analysis,
+        configs=configs,
+        walls=walls,
+        t_start=t_start,
+        command=command,
+        plots=plots,
+    )
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     (out / "report.md").write_text(compare_markdown(results), encoding="utf-8")
     return {"summary": summary, "results": results, "table": compare_table(results)}

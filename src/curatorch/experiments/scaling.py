@@ -30,9 +30,13 @@ import torch
 
 from curatorch.data import PairDataset, World, build_world
 from curatorch.scaling import (
+    FitResult,
+    PoolParams,
     Runs,
+    atomic_write_bytes,
     combined_error,
     fit_pools,
+    plot_comparison,
     write_params,
     write_runs,
 )
@@ -45,6 +49,7 @@ __all__ = [
     "ScalingSection",
     "alignment_scores",
     "load_scaling_config",
+    "plot_scaling_experiment",
     "run_scaling_experiment",
     "scaling_config_from_dict",
     "split_buckets",
@@ -258,64 +263,84 @@ def _reference_scores(
     return alignment_scores(reference, world.raw, patch_size=patch)
 
 
-def run_scaling_experiment(
-    config: ScalingExperimentConfig,
-    out_dir: str | os.PathLike[str],
-    *,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Run the whole validation into ``out_dir`` and return the summary record.
+_Points = list[tuple[int, float]]  # (samples seen, zero-shot error) of one run
 
-    Writes ``reference/`` (the reference run), ``buckets/<name>/`` and ``unions/top<k>/``
-    (training runs), ``bucket_runs.csv`` (the bucket points), ``fit.jsonl`` (the fitted
-    parameters), ``comparison.csv`` (predicted against measured error of every union point)
-    and ``summary.json``.
+
+@dataclass(frozen=True)
+class _Buckets:
+    """The raw pool split by reference score (best first).
+
+    Attributes:
+        names: ``[m]`` bucket names (``top0to25p`` ...).
+        index: ``[m]`` int64 index tensors into the raw pool, ``size`` each.
+        size: examples per bucket.
+        clean: fraction of noise-free pairs in each bucket.
+        wall: seconds the reference training, scoring and split took.
     """
-    from curatorch.scaling import atomic_write_bytes
 
+    names: list[str]
+    index: list[torch.Tensor]
+    size: int
+    clean: list[float]
+    wall: float
+
+
+def _score_buckets(
+    config: ScalingExperimentConfig, out: Path, *, world: World, log: Callable[[str], None]
+) -> _Buckets:
+    """Step 1: train the reference, score the raw pool and split it into
+    ``scaling.buckets`` buckets of a multiple of the batch size."""
+    t0 = time.perf_counter()
+    scores = _reference_scores(config, out, world=world, log=log)
+    names, index = split_buckets(
+        scores, buckets=config.scaling.buckets, multiple=config.base.train.batch_size
+    )
+    size = int(index[0].numel())
+    wall = time.perf_counter() - t0
+    noise = world.raw.noise
+    clean = [float((noise[i] == 0).float().mean()) for i in index]
+    log(
+        f"  reference + scoring {wall:.1f} s; bucket size {size}; clean fraction "
+        f"{[round(c, 3) for c in clean]}"
+    )
+    return _Buckets(names=names, index=index, size=size, clean=clean, wall=wall)
+
+
+def _run_config(config: ScalingExperimentConfig, size: int) -> ExperimentConfig:
+    """The config of every bucket and union run: constant learning rate after warmup, no
+    evaluation at step 0, ``scaling.passes`` passes over one bucket of ``size`` examples,
+    an evaluation every ``scaling.eval_every_passes`` passes, one checkpoint at the end."""
     cfg, sc = config.base, config.scaling
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
     batch = cfg.train.batch_size
     base = dataclasses.replace(
         cfg,
         optim=dataclasses.replace(cfg.optim, min_lr_ratio=1.0),
         train=dataclasses.replace(cfg.train, eval_at_start=False),
     )
-    world = build_world(cfg.data)
-
-    # 1. reference on the curated pool
-    t0 = time.perf_counter()
-    scores = _reference_scores(config, out, world=world, log=log)
-    names, index = split_buckets(scores, buckets=sc.buckets, multiple=batch)
-    size = int(index[0].numel())
-    ref_wall = time.perf_counter() - t0
-    noise = world.raw.noise
-    clean = [float((noise[i] == 0).float().mean()) for i in index]
-    log(
-        f"  reference + scoring {ref_wall:.1f} s; bucket size {size}; clean fraction "
-        f"{[round(c, 3) for c in clean]}"
-    )
-
-    # 2. every bucket alone
-    total = sc.passes * size
-    steps = math.ceil(total / batch)
+    steps = math.ceil(sc.passes * size / batch)
     every = max(1, (sc.eval_every_passes * size) // batch)
-    run_cfg = dataclasses.replace(
+    return dataclasses.replace(
         base,
         train=dataclasses.replace(
             base.train, steps=steps, eval_every=every, checkpoint_every=steps
         ),
     )
-    bucket_points: dict[str, list[tuple[int, float]]] = {}
-    walls: dict[str, float] = {}
-    for name, idx in zip(names, index, strict=False):
-        bucket_points[name], walls[name] = _train_pool(
-            run_cfg, out / "buckets" / name, world=world, pool=world.raw.subset(idx), log=log
-        )
 
-    # 3. fit the buckets
+
+def _fit_buckets(
+    sc: ScalingSection,
+    out: Path,
+    buckets: _Buckets,
+    bucket_points: Mapping[str, _Points],
+    *,
+    log: Callable[[str], None],
+) -> tuple[dict[str, FitResult], dict[str, float]]:
+    """Step 3: write ``bucket_runs.csv``, fit the buckets with the configured method and
+    the other one (for comparison), write ``fit.jsonl`` and log both fits.
+
+    Returns ``(fits, seconds)``, each keyed by method, the configured method first.
+    """
+    names, size = buckets.names, buckets.size
     pool_ix, seen, err = [], [], []
     for j, name in enumerate(names):
         for n, e in bucket_points[name]:
@@ -330,9 +355,9 @@ def run_scaling_experiment(
         pool_size=np.full(len(seen), float(size)),
     )
     write_runs(out / "bucket_runs.csv", runs)
-    fits: dict[str, Any] = {}
+    fits: dict[str, FitResult] = {}
     fit_walls: dict[str, float] = {}
-    other = "data" if sc.method == "utility" else "utility"
+    other = _other_method(sc.method)
     for method in (sc.method, other):  # the configured method, and the other for comparison
         t0 = time.perf_counter()
         fits[method] = fit_pools(
@@ -350,8 +375,6 @@ def run_scaling_experiment(
         )
         fit_walls[method] = time.perf_counter() - t0
     write_params(out / "fit.jsonl", [fits[sc.method].params, fits[other].params])
-    fit, fit_wall = fits[sc.method], fit_walls[sc.method]
-    p = fit.params
     for method, f in fits.items():
         q = f.params
         log(
@@ -359,62 +382,121 @@ def run_scaling_experiment(
             f"b={[round(v, 4) for v in q.b]} tau={[round(v, 3) for v in q.tau]} "
             f"sse={f.sse:.3g}"
         )
-    b_order = [names[i] for i in np.argsort(p.b, kind="stable")]
+    return fits, fit_walls
 
-    # 4./5. predict and train the unions of the top-k buckets (by reference score)
-    rows = []
+
+def _other_method(method: str) -> str:
+    """The combination method that is not ``method``."""
+    return "data" if method == "utility" else "utility"
+
+
+def _union_error(
+    params: PoolParams, n: np.ndarray, *, k: int, size: int, method: str
+) -> np.ndarray:
+    """Predicted error ``[len(n)]`` of the union of the top ``k`` buckets under the fitted
+    ``params``."""
+    return combined_error(
+        n,
+        bucket_size=size,
+        a=params.a[0],
+        b=params.b[:k],
+        tau=params.tau[:k],
+        d=float(params.d),
+        method=method,  # type: ignore[arg-type]
+    )
+
+
+def _union_comparison(
+    points: _Points, *, k: int, buckets: _Buckets, fits: Mapping[str, FitResult], method: str
+) -> tuple[list[tuple[int, float, float]], dict[str, Any]]:
+    """Predicted against measured error of one trained top-``k`` union.
+
+    Returns ``([(samples seen, predicted, measured)], summary entry)``; the entry also
+    holds the other method's prediction.
+    """
+    other = _other_method(method)
+    n_meas = np.array([n for n, _ in points], dtype=np.float64)
+    e_meas = np.array([e for _, e in points])
+    e_pred = _union_error(fits[method].params, n_meas, k=k, size=buckets.size, method=method)
+    e_other = _union_error(fits[other].params, n_meas, k=k, size=buckets.size, method=other)
+    diff = e_pred - e_meas
+    rows = [
+        (int(n), float(pe), float(me)) for n, pe, me in zip(n_meas, e_pred, e_meas, strict=True)
+    ]
+    entry = {
+        "buckets": buckets.names[:k],
+        "samples_seen": [int(v) for v in n_meas],
+        "predicted_error": [round(float(v), 5) for v in e_pred],
+        "measured_error": [round(float(v), 5) for v in e_meas],
+        "max_abs_diff": round(float(np.abs(diff).max()), 5),
+        "mean_abs_diff": round(float(np.abs(diff).mean()), 5),
+        "final_diff": round(float(diff[-1]), 5),
+        f"{other}_predicted_error": [round(float(v), 5) for v in e_other],
+        f"{other}_max_abs_diff": round(float(np.abs(e_other - e_meas).max()), 5),
+    }
+    return rows, entry
+
+
+def _train_unions(
+    config: ScalingExperimentConfig,
+    run_cfg: ExperimentConfig,
+    out: Path,
+    *,
+    world: World,
+    buckets: _Buckets,
+    fits: Mapping[str, FitResult],
+    walls: dict[str, float],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Steps 4 and 5: train each configured top-k union (by reference score) into
+    ``out/unions/top<k>``, adding its seconds to ``walls``, and write ``comparison.csv``
+    (predicted against measured error of every union point). Returns the per-union
+    summary entries."""
+    sc = config.scaling
+    rows: list[tuple[str, int, float, float]] = []
     union_summary: dict[str, Any] = {}
     for k in sc.combos:
         label = f"top{_pct(100.0 * k / sc.buckets)}"
-        union = world.raw.subset(torch.cat(index[:k]))
+        union = world.raw.subset(torch.cat(buckets.index[:k]))
         points, walls[label] = _train_pool(
             run_cfg, out / "unions" / label, world=world, pool=union, log=log
         )
-        n_meas = np.array([n for n, _ in points], dtype=np.float64)
-        e_meas = np.array([e for _, e in points])
-        e_pred = combined_error(
-            n_meas,
-            bucket_size=size,
-            a=p.a[0],
-            b=p.b[:k],
-            tau=p.tau[:k],
-            d=float(p.d),
-            method=sc.method,
-        )  # type: ignore[arg-type]
-        q = fits[other].params
-        e_other = combined_error(
-            n_meas,
-            bucket_size=size,
-            a=q.a[0],
-            b=q.b[:k],
-            tau=q.tau[:k],
-            d=float(q.d),
-            method=other,  # type: ignore[arg-type]
+        union_rows, union_summary[label] = _union_comparison(
+            points, k=k, buckets=buckets, fits=fits, method=sc.method
         )
-        diff = e_pred - e_meas
-        for n, pe, me in zip(n_meas, e_pred, e_meas, strict=True):
-            rows.append((label, int(n), float(pe), float(me)))
-        union_summary[label] = {
-            "buckets": names[:k],
-            "samples_seen": [int(v) for v in n_meas],
-            "predicted_error": [round(float(v), 5) for v in e_pred],
-            "measured_error": [round(float(v), 5) for v in e_meas],
-            "max_abs_diff": round(float(np.abs(diff).max()), 5),
-            "mean_abs_diff": round(float(np.abs(diff).mean()), 5),
-            "final_diff": round(float(diff[-1]), 5),
-            f"{other}_predicted_error": [round(float(v), 5) for v in e_other],
-            f"{other}_max_abs_diff": round(float(np.abs(e_other - e_meas).max()), 5),
-        }
+        rows += [(label, *row) for row in union_rows]
     text = "union,samples_seen,predicted_error,measured_error,difference\n" + "".join(
         f"{u},{n},{pe:.6f},{me:.6f},{pe - me:+.6f}\n" for u, n, pe, me in rows
     )
     atomic_write_bytes(out / "comparison.csv", text.encode("utf-8"))
+    return union_summary
+
+
+def _summary_record(
+    config: ScalingExperimentConfig,
+    out: Path,
+    *,
+    buckets: _Buckets,
+    bucket_points: Mapping[str, _Points],
+    fits: Mapping[str, FitResult],
+    fit_walls: Mapping[str, float],
+    union_summary: Mapping[str, Any],
+    walls: Mapping[str, float],
+    t_start: float,
+) -> dict[str, Any]:
+    """``summary.json``: buckets, both fits, unions, tolerance check and seconds (the
+    total counted from ``t_start``)."""
+    sc = config.scaling
+    names = buckets.names
+    other = _other_method(sc.method)
+    fit = fits[sc.method]
+    p = fit.params
     max_diff = max(v["max_abs_diff"] for v in union_summary.values()) if union_summary else 0.0
-    summary = {
+    return {
         "out": str(out),
-        "bucket_size": size,
+        "bucket_size": buckets.size,
         "buckets": names,
-        "clean_fraction": [round(c, 4) for c in clean],
+        "clean_fraction": [round(c, 4) for c in buckets.clean],
         "fit": {
             "a": p.a[0],
             "d": p.d,
@@ -422,8 +504,8 @@ def run_scaling_experiment(
             "tau": list(p.tau),
             "sse": fit.sse,
             "method": sc.method,
-            "b_order": b_order,
-            "seconds": round(fit_wall, 3),
+            "b_order": [names[i] for i in np.argsort(p.b, kind="stable")],
+            "seconds": round(fit_walls[sc.method], 3),
             "residual_rms_per_bucket": {
                 name: round(
                     float(np.sqrt(fit.sse_per_pool[j] / max(1, len(bucket_points[name])))), 5
@@ -444,11 +526,98 @@ def run_scaling_experiment(
         "tolerance": sc.tolerance,
         "within_tolerance": bool(max_diff <= sc.tolerance),
         "wall_s": {
-            "reference": round(ref_wall, 1),
+            "reference": round(buckets.wall, 1),
             **{k: round(v, 1) for k, v in walls.items()},
             "total": round(time.perf_counter() - t_start, 1),
         },
         "threads": torch.get_num_threads(),
     }
+
+
+def run_scaling_experiment(
+    config: ScalingExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole validation into ``out_dir`` and return the summary record.
+
+    Writes ``reference/`` (the reference run), ``buckets/<name>/`` and ``unions/top<k>/``
+    (training runs), ``bucket_runs.csv`` (the bucket points), ``fit.jsonl`` (the fitted
+    parameters), ``comparison.csv`` (predicted against measured error of every union point)
+    and ``summary.json``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    world = build_world(config.base.data)
+    # 1. reference on the curated pool, buckets of the raw pool
+    buckets = _score_buckets(config, out, world=world, log=log)
+    # 2. every bucket alone
+    run_cfg = _run_config(config, buckets.size)
+    bucket_points: dict[str, _Points] = {}
+    walls: dict[str, float] = {}
+    for name, idx in zip(buckets.names, buckets.index, strict=False):
+        bucket_points[name], walls[name] = _train_pool(
+            run_cfg, out / "buckets" / name, world=world, pool=world.raw.subset(idx), log=log
+        )
+    # 3. fit the buckets
+    fits, fit_walls = _fit_buckets(config.scaling, out, buckets, bucket_points, log=log)
+    # 4./5. predict and train the unions of the top-k buckets
+    union_summary = _train_unions(
+        config, run_cfg, out, world=world, buckets=buckets, fits=fits, walls=walls, log=log
+    )
+    summary = _summary_record(
+        config,
+        out,
+        buckets=buckets,
+        bucket_points=bucket_points,
+        fits=fits,
+        fit_walls=fit_walls,
+        union_summary=union_summary,
+        walls=walls,
+        t_start=t_start,
+    )
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison plot
+
+
+def _fitted_curve(fit: Mapping[str, Any], xs: np.ndarray, *, size: int, pools: slice) -> np.ndarray:
+    """The summary's fit (``summary["fit"]``) evaluated at ``xs`` for the union of the
+    buckets ``pools`` selects."""
+    return combined_error(
+        xs,
+        bucket_size=size,
+        a=fit["a"],
+        b=fit["b"][pools],
+        tau=fit["tau"][pools],
+        d=fit["d"],
+        method=fit["method"],
+    )
+
+
+def plot_scaling_experiment(
+    summary: Mapping[str, Any], path: str | os.PathLike[str], *, passes: int
+) -> None:
+    """Write a PNG of a :func:`run_scaling_experiment` summary to ``path``: the measured
+    error of every bucket and union against its fitted (buckets) or predicted (unions)
+    curve, over ``size / 4`` to ``passes * size`` samples seen (``size`` the bucket size).
+    """
+    fit, size = summary["fit"], summary["bucket_size"]
+    measured, predicted = {}, {}
+    xs = np.linspace(size / 4, passes * size, 200)
+    for j, name in enumerate(summary["buckets"]):
+        pts = summary["bucket_points"][name]
+        measured[name] = ([n for n, _ in pts], [e for _, e in pts])
+        predicted[name] = (xs, _fitted_curve(fit, xs, size=size, pools=slice(j, j + 1)))
+    for label, u in summary["unions"].items():
+        k = len(u["buckets"])
+        measured[label] = (u["samples_seen"], u["measured_error"])
+        predicted[label] = (xs, _fitted_curve(fit, xs, size=size, pools=slice(None, k)))
+    plot_comparison(
+        measured, predicted, path, title=f"buckets fitted, unions predicted ({fit['method']})"
+    )

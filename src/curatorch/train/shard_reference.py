@@ -37,6 +37,11 @@ from curatorch.train.reference import load_trained_model
 __all__ = ["ShardCachedReference", "embed_shards", "load_shard_reference"]
 
 
+def _new_counts() -> dict[str, int]:
+    """Zeroed sample counts: ``samples_ok``, ``samples_skipped``, ``skipped_<reason>``."""
+    return {"samples_ok": 0, "samples_skipped": 0, **{f"skipped_{r}": 0 for r in FAULT_REASONS}}
+
+
 def _embed_part(
     model: TwoTower,
     images: list[torch.Tensor],
@@ -80,7 +85,7 @@ def _embed_shard(
     txt_parts: list[torch.Tensor] = [torch.empty(0, model.cfg.embed_dim)]
     images: list[torch.Tensor] = []
     captions: list[str] = []
-    counts = {"samples_ok": 0, "samples_skipped": 0, **{f"skipped_{r}": 0 for r in FAULT_REASONS}}
+    counts = _new_counts()
     items = iter_shard(url, image_size=image_size)
     while True:
         item = next(items, None)
@@ -110,6 +115,119 @@ def _embed_shard(
             return keys, torch.cat(img_parts), torch.cat(txt_parts), counts
 
 
+def _check_embed_args(
+    urls: Sequence[str], batch_size: int, out: str | os.PathLike[str]
+) -> tuple[list[str], list[str], Path]:
+    """Validate :func:`embed_shards`' arguments; returns ``(urls, shard names, out)``.
+
+    Raises ``ValueError`` naming the argument: ``urls`` empty, a single path or with two
+    shards of one name, ``batch_size`` not an int >= 1, or ``out`` a folder that is neither
+    a shard cache nor what an interrupted first run left.
+    """
+    if isinstance(urls, (str, os.PathLike)) or not isinstance(urls, Sequence) or not urls:
+        raise ValueError(f"urls must be a non-empty sequence of shard paths, got {urls!r}")
+    paths = [os.fspath(u) for u in urls]
+    names = [shard_name(u) for u in paths]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"urls: two shards have the name {dup!r}; shard names must be unique")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    out_path = Path(out)
+    # a shard cache, or what an interrupted first run left (shards/ without meta.json)
+    if out_path.exists() and (
+        not out_path.is_dir()
+        or is_embedding_cache(out_path)
+        or not (is_shard_cache(out_path) or {p.name for p in out_path.iterdir()} <= {"shards"})
+    ):
+        raise ValueError(
+            f"{out_path} exists and is not a shard embedding cache; choose another --out"
+        )
+    return paths, names, out_path
+
+
+def _embed_all_shards(
+    model: TwoTower,
+    urls: Sequence[str],
+    names: Sequence[str],
+    out_path: Path,
+    *,
+    sha: str,
+    tokenizer: Any,
+    image_size: int,
+    patch_size: int,
+    batch_size: int,
+    device: torch.device | str,
+    progress: bool,
+) -> dict[str, int]:
+    """Embed each shard in order and write ``out_path/shards/{name}.safetensors`` as soon
+    as it is done; returns the sample counts summed over the shards."""
+    from tqdm.auto import tqdm
+
+    counts = _new_counts()
+    bar = tqdm(total=len(urls), desc="embed", unit="shard", disable=not progress, mininterval=0.5)
+    for url, name in zip(urls, names, strict=True):
+        keys, image, text, shard_counts = _embed_shard(
+            model,
+            url,
+            tokenizer=tokenizer,
+            image_size=image_size,
+            patch_size=patch_size,
+            batch_size=batch_size,
+            device=device,
+        )
+        for key, value in shard_counts.items():
+            counts[key] += value
+        save_shard_embeddings(
+            out_path,
+            shard=name,
+            keys=keys,
+            image=image,
+            text=text,
+            meta={
+                "checkpoint_sha256": sha,
+                "url": url,
+                "samples_ok": shard_counts["samples_ok"],
+                "samples_skipped": shard_counts["samples_skipped"],
+            },
+        )
+        bar.update(1)
+    bar.close()
+    return counts
+
+
+def _cache_meta(
+    model: TwoTower,
+    state: dict[str, Any],
+    folder: Path,
+    *,
+    sha: str,
+    patch_size: int,
+    image_size: int,
+    names: list[str],
+    urls: list[str],
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """The shard cache's ``meta.json`` record: the checkpoint, the model, the shards, the
+    sample counts and the FLOPs of computing the cache."""
+    per_example = two_tower_forward_flops(model.cfg, patch_size)
+    return {
+        "checkpoint": str(folder),
+        "checkpoint_sha256": sha,
+        "checkpoint_step": state.get("step"),
+        "model_size": state.get("config", {}).get("model", {}).get("size"),
+        "patch_size": patch_size,
+        "image_size": image_size,
+        "dim": int(model.cfg.embed_dim),
+        "shards": names,
+        "urls": urls,
+        "count": counts["samples_ok"],
+        **counts,
+        "forward_flops_per_example": per_example,
+        "embed_flops": per_example * counts["samples_ok"],
+    }
+
+
 def embed_shards(
     checkpoint: str | os.PathLike[str],
     *,
@@ -132,75 +250,33 @@ def embed_shards(
     Returns the cache's metadata: the checkpoint and its SHA-256, patch size, FLOPs per
     example and in total, sample counts, plus ``out``.
     """
-    from tqdm.auto import tqdm
-
-    if isinstance(urls, (str, os.PathLike)) or not isinstance(urls, Sequence) or not urls:
-        raise ValueError(f"urls must be a non-empty sequence of shard paths, got {urls!r}")
-    urls = [os.fspath(u) for u in urls]
-    names = [shard_name(u) for u in urls]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ValueError(f"urls: two shards have the name {dup!r}; shard names must be unique")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    out_path = Path(out)
-    # a shard cache, or what an interrupted first run left (shards/ without meta.json)
-    if out_path.exists() and (
-        not out_path.is_dir()
-        or is_embedding_cache(out_path)
-        or not (is_shard_cache(out_path) or {p.name for p in out_path.iterdir()} <= {"shards"})
-    ):
-        raise ValueError(
-            f"{out_path} exists and is not a shard embedding cache; choose another --out"
-        )
-
+    paths, names, out_path = _check_embed_args(urls, batch_size, out)
     model, state, patch, folder = load_trained_model(checkpoint, device)
     sha = file_sha256(folder / "model.safetensors")
-    counts = {"samples_ok": 0, "samples_skipped": 0, **{f"skipped_{r}": 0 for r in FAULT_REASONS}}
-    bar = tqdm(total=len(urls), desc="embed", unit="shard", disable=not progress, mininterval=0.5)
-    for url, name in zip(urls, names, strict=True):
-        keys, image, text, shard_counts = _embed_shard(
-            model,
-            url,
-            tokenizer=tokenizer,
-            image_size=image_size,
-            patch_size=patch,
-            batch_size=batch_size,
-            device=device,
-        )
-        for key, value in shard_counts.items():
-            counts[key] += value
-        save_shard_embeddings(
-            out_path,
-            shard=name,
-            keys=keys,
-            image=image,
-            text=text,
-            meta={
-                "checkpoint_sha256": sha,
-                "url": url,
-                "samples_ok": shard_counts["samples_ok"],
-                "samples_skipped": shard_counts["samples_skipped"],
-            },
-        )
-        bar.update(1)
-    bar.close()
-    per_example = two_tower_forward_flops(model.cfg, patch)
-    meta = {
-        "checkpoint": str(folder),
-        "checkpoint_sha256": sha,
-        "checkpoint_step": state.get("step"),
-        "model_size": state.get("config", {}).get("model", {}).get("size"),
-        "patch_size": patch,
-        "image_size": image_size,
-        "dim": int(model.cfg.embed_dim),
-        "shards": names,
-        "urls": urls,
-        "count": counts["samples_ok"],
-        **counts,
-        "forward_flops_per_example": per_example,
-        "embed_flops": per_example * counts["samples_ok"],
-    }
+    counts = _embed_all_shards(
+        model,
+        paths,
+        names,
+        out_path,
+        sha=sha,
+        tokenizer=tokenizer,
+        image_size=image_size,
+        patch_size=patch,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
+    meta = _cache_meta(
+        model,
+        state,
+        folder,
+        sha=sha,
+        patch_size=patch,
+        image_size=image_size,
+        names=names,
+        urls=paths,
+        counts=counts,
+    )
     write_shard_cache_meta(
         out_path,
         logit_scale=float(model.logit_scale.detach()),
