@@ -125,7 +125,7 @@ TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
         [""],
     ),
     (
-        "tests/test_shards_cli.py",
+        "tests/cli/test_shards_cli.py",
         "Corrupt shards in a training run",
         "`curatorch train` on exported shards with every 20th image replaced by garbage "
         "(completes, skips in the metrics), then with a whole shard corrupt (exit 1 naming "

@@ -51,7 +51,7 @@ from typing import Any
 
 STRATEGIES = ("iid", "jest", "flexi-jest", "pareto")
 
-# the tiny world of tests/test_cli.py; eval and checkpoint cadences that do not align, so
+# the tiny world of tests/helpers.py (TINY); eval and checkpoint cadences that do not align, so
 # that a resume must carry the training-loss sums of a partial evaluation window
 TWO_TOWER_CONFIG = """
 [data]
