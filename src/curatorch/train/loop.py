@@ -54,6 +54,7 @@ __all__ = [
     "TrainingError",
     "TrainingInterrupted",
     "build_optimizer",
+    "config_differences",
     "prepare_run_dir",
     "train_task",
 ]
@@ -94,8 +95,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     resume."""
 
 
-def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], bool]:
-    """The differences that forbid resuming, and whether any allowed one exists."""
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], bool]:
+    """Compare two configs (as in ``config.json``): the differences that forbid resuming
+    one as the other (``"section.key: old -> new"``), and whether any difference a resume
+    may make (device, threads, ``train.steps`` ...) exists."""
     diffs, allowed = [], False
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section, {}), new.get(section, {})
@@ -136,7 +139,7 @@ def _check_resumable(out: Path, config: dict[str, Any]) -> bool:
         old = json.loads((out / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise OutputDirError(f"{out / 'config.json'} is unreadable: {exc}") from exc
-    diffs, allowed = _config_differences(old, config)
+    diffs, allowed = config_differences(old, config)
     if diffs:
         raise OutputDirError(f"cannot resume {out}: its config differs ({'; '.join(diffs[:4])})")
     before, now = old.get("train", {}).get("steps"), config.get("train", {}).get("steps")
@@ -276,26 +279,9 @@ class Progress:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], where: Path) -> Progress:
-        """From a checkpoint's JSON state (also one written before the one loop)."""
+        """From a checkpoint's JSON state."""
         try:
-            if "progress" not in state:  # the multimodal trainer's format
-                sums = {str(k): float(v) for k, v in state.get("loss_sums", {}).items()}
-                rename = {"loss_mm": "multimodal"}
-                sums = {rename.get(k, k.removeprefix("loss/")): v for k, v in sums.items()}
-                n = int(state.get("loss_count", 0))
-                return cls(
-                    step=int(state["step"]),
-                    examples_seen=int(state["step"]) * int(state["config"]["train"]["batch_size"]),
-                    loss_sums=sums,
-                    loss_total=sum(sums.values()),
-                    loss_count=n,
-                    step_times=list(state.get("step_times", [])),
-                )
-            p = dict(state["progress"])
-            if "flops" not in p:  # the two-tower trainer's format
-                p["flops"] = {k[6:]: p.pop(k) for k in list(p) if k.startswith("flops_")}
-                p["loss_total"] = p.pop("loss_sum")
-            return cls(**p)
+            return cls(**state["progress"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint in {where} has no valid progress: {exc}") from exc
 
@@ -363,6 +349,7 @@ class Trainer:
         resume: bool = False,
         overwrite: bool = False,
         progress: bool = False,
+        on_eval: Callable[[dict[str, Any]], None] | None = None,
         dist: DistContext | None = None,
     ) -> Trainer:
         """A trainer set up to take steps: folder prepared, data, model, optimizer and the
@@ -373,7 +360,7 @@ class Trainer:
         resuming = _prepare_shared(
             out, config=task.config_dict(), resume=resume, overwrite=overwrite, dist=dist
         )
-        trainer = cls(task, out, dist=dist, progress=progress, on_eval=None)
+        trainer = cls(task, out, dist=dist, progress=progress, on_eval=on_eval)
         trainer.setup(resuming)
         return trainer
 
@@ -533,7 +520,7 @@ class Trainer:
         with self.autocast():
             terms = task.losses(batch)
         values = {k: self.dist.all_reduce_sum(float(t.detach())) for k, t in terms.items()}
-        loss = sum(values.values()) if len(values) > 1 else next(iter(values.values()))
+        loss = sum(values.values())  # one term: 0.0 + v == v
         self.optimizer.zero_grad(set_to_none=True)
         finite = math.isfinite(loss)
         diag: dict[str, Any] = {}
@@ -688,14 +675,16 @@ def train_task(
     ``lr``), ``step_time_s`` (median seconds of a timed update), the task's extras,
     ``wall_s`` (all sessions of the run) and ``session_wall_s`` (this call).
     """
-    dist = dist or DistContext()
-    out = Path(out_dir)
-    resuming = _prepare_shared(
-        out, config=task.config_dict(), resume=resume, overwrite=overwrite, dist=dist
-    )
-    trainer = Trainer(task, out, dist=dist, progress=progress, on_eval=on_eval)
     try:
-        trainer.setup(resuming)
+        trainer = Trainer.start(
+            task,
+            out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            on_eval=on_eval,
+            dist=dist,
+        )
         try:
             trainer.loop()
         except KeyboardInterrupt as exc:

@@ -60,7 +60,7 @@ from curatorch.train.config import (
     config_to_dict,
 )
 from curatorch.train.distributed import DistContext
-from curatorch.train.loop import TrainingError
+from curatorch.train.loop import TrainingError, config_differences
 from curatorch.train.model_config import train_patch_size
 
 __all__ = [
@@ -286,12 +286,8 @@ def embed_pool(
 
 # ------------------------------------------------------------------ obtaining a reference
 
+
 # what a finished reference run may differ in from its recipe and still be reused: the
-# settings a resume may change (so a resumed run whose train.steps grew keeps its reference)
-_RUN_NEUTRAL = {("train", "device"), ("train", "threads"), ("train", "steps")}
-_RUN_NEUTRAL |= {("eval", "batch_size"), ("data", "num_workers")}
-
-
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -359,18 +355,14 @@ def _cache_is_current(cache: Path, ckpt: Path, *, data: DataConfig, urls: list[s
 
 def _finished_run_matches(run: Path, recipe: ExperimentConfig) -> dict[str, Any] | None:
     """The summary of the finished run in ``run`` when it was trained as ``recipe`` says
-    (apart from :data:`_RUN_NEUTRAL`), else ``None``."""
+    (apart from what a resume may change: :func:`~curatorch.train.loop.config_differences`,
+    so a resumed run whose ``train.steps`` grew keeps its reference), else ``None``."""
     summary = _read_json(run / "summary.json")
     recorded = _read_json(run / "config.json")
     if summary is None or recorded is None:
         return None
-    wanted = config_to_dict(recipe)
-    for section in set(recorded) | set(wanted):
-        a, b = recorded.get(section, {}), wanted.get(section, {})
-        for key in set(a) | set(b):
-            if a.get(key) != b.get(key) and (section, key) not in _RUN_NEUTRAL:
-                return None
-    return summary
+    diffs, _ = config_differences(recorded, config_to_dict(recipe))
+    return None if diffs else summary
 
 
 def _embed(
