@@ -181,11 +181,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation settings (the eval sets themselves come from the data config)."""
+    """Evaluation settings. The eval sets come from the data config (a built-in world)
+    or, with ``shards``, from held-out shards (:func:`curatorch.eval.build_shard_evaluator`):
+    ``label_field`` of their ``.json`` (or a ``.cls``) holds the label, ``classes`` is a
+    file of class names (one per line; "" = retrieval only), ``templates`` the zero-shot
+    prompt templates (a list, or a file with one per line), ``cache`` a cache file of the
+    decoded shards ("" = memory only)."""
 
     batch_size: int = 500
     fewshot_l2: float = 1.0
     patch_size: int = 0
+    shards: str = ""
+    label_field: str = "label"
+    classes: str = ""
+    templates: tuple[str, ...] | str = ("a photo of {}.",)
+    cache: str = ""
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -198,6 +208,25 @@ class EvalConfig:
             raise ConfigError(
                 f"eval.patch_size must be >= 0 (0 = train patch), got {self.patch_size}"
             )
+        self._validate_shards()
+
+    def _validate_shards(self) -> None:
+        if not self.label_field.strip():
+            raise ConfigError(f"eval.label_field must name a .json field, got {self.label_field!r}")
+        for key in ("classes", "cache"):
+            if getattr(self, key) and not self.shards.strip():
+                raise ConfigError(f"eval.{key} is set but eval.shards (held-out shards) is empty")
+        if isinstance(self.templates, str):
+            if not self.templates.strip():
+                raise ConfigError("eval.templates must be a list of templates or a file path")
+            return
+        if not self.templates:
+            raise ConfigError("eval.templates must not be empty")
+        for t in self.templates:
+            if t.count("{}") != 1:
+                raise ConfigError(
+                    f"eval.templates: {t!r} must contain '{{}}' once, where the class name goes"
+                )
 
 
 STRATEGIES = ("iid", "independent", "jest", "flexi-jest")
