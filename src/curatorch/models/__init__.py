@@ -1,5 +1,22 @@
-"""Two-tower image-text models: FlexiViT image tower, transformer text tower, registry."""
+"""Two-tower image-text models: FlexiViT image tower, transformer text tower, registry,
+and the model protocol with its adapters (curatorch's TwoTower, HF SigLIP and CLIP)."""
 
+from curatorch.models.adapters import (
+    ADAPTER_FILE,
+    CLIP_INIT_LOGIT_BIAS,
+    MODEL_SOURCES,
+    HFCLIPAdapter,
+    HFSiglipAdapter,
+    ImagePreprocessing,
+    ImageTextModel,
+    TwoTowerAdapter,
+    check_image_size,
+    check_tokenizer_vocab,
+    fit_logit_bias,
+    hf_adapter_from_config,
+    load_model_adapter,
+    module_fingerprint,
+)
 from curatorch.models.config import (
     ImageTowerConfig,
     ModelSize,
@@ -42,10 +59,17 @@ from curatorch.models.text import TextTransformer
 from curatorch.models.two_tower import TwoTower
 
 __all__ = [
+    "ADAPTER_FILE",
     "ATTENTION_IMPLEMENTATIONS",
+    "CLIP_INIT_LOGIT_BIAS",
     "ENCODER_KINDS",
     "MODEL_SIZES",
+    "MODEL_SOURCES",
     "FlexiViT",
+    "HFCLIPAdapter",
+    "HFSiglipAdapter",
+    "ImagePreprocessing",
+    "ImageTextModel",
     "ImageTowerConfig",
     "ModelSize",
     "MultiheadSelfAttention",
@@ -56,11 +80,18 @@ __all__ = [
     "Transformer",
     "TransformerBlock",
     "TwoTower",
+    "TwoTowerAdapter",
     "TwoTowerConfig",
     "bilinear_resize_matrix",
     "build_model",
+    "check_image_size",
+    "check_tokenizer_vocab",
+    "fit_logit_bias",
     "get_model_config",
+    "hf_adapter_from_config",
     "image_forward_flops",
+    "load_model_adapter",
+    "module_fingerprint",
     "no_weight_decay_names",
     "pi_resize_flops",
     "pi_resize_kernel",
