@@ -163,6 +163,18 @@ def main(argv: list[str] | None = None) -> int:
         default="highest",
         help="torch.set_float32_matmul_precision (high = TF32 on NVIDIA GPUs)",
     )
+    p.add_argument(
+        "--kernel",
+        choices=("auto", "eager", "blocked", "compiled"),
+        default="auto",
+        help="PairScorer kernel of the per-chunk blocks (curatorch.selection.kernels)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("highest", "tf32", "bf16"),
+        default="highest",
+        help="PairScorer precision of the block products (tf32: CUDA only)",
+    )
     p.add_argument("--memory-of", choices=("joint", "dense"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_float32_matmul_precision(args.matmul_precision)
@@ -172,7 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     b = batch_size_for(size, args.filter_ratio, args.chunks)
     n = b // args.chunks
     learner, reference = make_embeddings(size, args.dim, seed=args.seed, device=device)
-    scorer = PairScorer(learner=learner, reference=reference, score="learnability")
+    scorer = PairScorer(
+        learner=learner,
+        reference=reference,
+        score="learnability",
+        kernel=args.kernel,
+        precision=args.precision,
+    )
     gen = lambda: torch.Generator().manual_seed(args.seed)  # noqa: E731
 
     def run_joint() -> torch.Tensor:
@@ -206,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "matmul_precision": args.matmul_precision,
+        "kernel": args.kernel,
+        "precision": args.precision,
         "threads": torch.get_num_threads(),
         "super_batch": size,
         "batch_size": b,

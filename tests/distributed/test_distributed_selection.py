@@ -96,16 +96,17 @@ def test_learnability_within_two_percent_of_single_process(two_rank_runs):
     assert abs(d - s) <= 0.02 * abs(s), (d, s)
 
 
-def test_one_rank_is_joint_select():
+@pytest.mark.parametrize("size", [96, 90, 5])
+def test_one_rank_is_joint_select(size):
     learner, reference = make_embeddings(512, seed=5)
     scorer = PairScorer(learner=learner, reference=reference)
     for mode in ("sample", "topk"):
         a = joint_select(
-            scorer, batch_size=96, chunks=8, mode=mode, generator=torch.Generator().manual_seed(3)
+            scorer, batch_size=size, chunks=8, mode=mode, generator=torch.Generator().manual_seed(3)
         )
         b = distributed_joint_select(
             scorer,
-            batch_size=96,
+            batch_size=size,
             chunks=8,
             mode=mode,
             rank=0,
@@ -118,7 +119,7 @@ def test_one_rank_is_joint_select():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"batch_size": 100, "chunks": 8, "rank": 0, "world_size": 2}, "batch_size"),
+        ({"batch_size": 101, "chunks": 8, "rank": 0, "world_size": 2}, "batch_size"),
         ({"batch_size": 96, "chunks": 8, "rank": 2, "world_size": 2}, "rank"),
         ({"batch_size": 96, "chunks": 0, "rank": 0, "world_size": 1}, "chunks"),
         ({"batch_size": 96, "chunks": 8, "rank": 0, "world_size": 0}, "world_size"),

@@ -180,8 +180,8 @@ def test_set_is_checked_against_the_fields(override: str, needle: str) -> None:
         (lambda r: r["compare"]["strategies"].append(7), "[compare.strategies[3]] must be a table"),
         (lambda r: r["compare"]["strategies"][1].update(label=1), "compare.strategies[1].label"),
         (
-            lambda r: r["compare"]["strategies"][1]["strategy"].update(chunks=5),
-            "compare.strategies[1] ('jest'): train.batch_size=16 must be divisible",
+            lambda r: r["compare"]["strategies"][1]["strategy"].update(chunks=0),
+            "compare.strategies[1] ('jest'): strategy.chunks must be >= 1",
         ),
         (lambda r: r["compare"].update(quick=["compare.nope=1"]), "compare.quick: unknown"),
         (lambda r: r["compare"].update(quick="train.steps=1"), "compare.quick must be a list"),

@@ -7,6 +7,7 @@ from curatorch.selection import (
     PairScorer,
     batch_score,
     batch_size_for,
+    chunk_sizes,
     dense_joint_select,
     gibbs_select,
     gumbel_topk,
@@ -22,6 +23,14 @@ def _scorer(size: int, seed: int = 0, score: str = "learnability") -> PairScorer
     return PairScorer(learner=learner, reference=reference, score=score)
 
 
+def _blocked(scorer: PairScorer) -> PairScorer:
+    """The same scores through the tiled kernel, in tiles of 7 candidates."""
+    learner, reference = scorer._terms[0][1], scorer._terms[-1][1]
+    return PairScorer(
+        learner=learner, reference=reference, score=scorer.score, kernel="blocked", tile=7
+    )
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -31,6 +40,9 @@ def _run_all(scorer: PairScorer, b: int, n: int, seed: int) -> dict[str, torch.T
     dense = scorer.dense()
     return {
         "joint": joint_select(scorer, batch_size=b, chunks=n, generator=_gen(seed)),
+        "joint-blocked": joint_select(
+            _blocked(scorer), batch_size=b, chunks=n, generator=_gen(seed)
+        ),
         "joint-topk": joint_select(scorer, batch_size=b, chunks=n, mode="topk"),
         "dense": dense_joint_select(dense, batch_size=b, chunks=n, generator=_gen(seed)),
         "independent": independent_select(scorer, batch_size=b, generator=_gen(seed)),
@@ -76,6 +88,37 @@ def test_same_seed_same_indices_other_seed_other_indices() -> None:
         assert torch.equal(a[name], b[name]), name
     for name in ("joint", "dense", "independent", "random"):
         assert not torch.equal(a[name], c[name]), name
+    assert torch.equal(a["joint"], a["joint-blocked"])
+
+
+@pytest.mark.parametrize(("b", "n"), [(1, 16), (5, 16), (17, 4), (33, 16), (99, 7), (100, 3)])
+def test_any_batch_size(b: int, n: int) -> None:
+    """Any 1 <= b <= B: chunk sizes differ by at most one; incremental equals dense."""
+    sizes = chunk_sizes(b, n)
+    assert sum(sizes) == b and max(sizes) - min(sizes) <= 1 and len(sizes) == min(n, b)
+    scorer = _scorer(100, seed=b)
+    idx, trace = joint_select(scorer, batch_size=b, chunks=n, generator=_gen(1), return_trace=True)
+    didx, dtrace = dense_joint_select(
+        scorer.dense(), batch_size=b, chunks=n, generator=_gen(1), return_trace=True
+    )
+    assert idx.numel() == b and idx.unique().numel() == b
+    assert torch.equal(idx, didx)
+    assert len(trace) == len(sizes)
+    for t, d in zip(trace, dtrace, strict=True):
+        torch.testing.assert_close(t, d)
+    # each chunk conditions on exactly the chunks before it
+    ends = torch.tensor(sizes).cumsum(0).tolist()
+    for i, cond in enumerate(trace[1:], start=1):
+        assert bool(torch.isinf(cond[idx[: ends[i - 1]]]).all())
+        assert int(torch.isinf(cond).sum()) == ends[i - 1]
+
+
+def test_chunk_sizes_validation() -> None:
+    assert chunk_sizes(32, 16) == [2] * 16
+    assert chunk_sizes(10, 4) == [3, 3, 2, 2]
+    for bad in ({"batch_size": 0, "chunks": 2}, {"batch_size": 4, "chunks": 0}):
+        with pytest.raises(ValueError, match=next(iter(k for k, v in bad.items() if v == 0))):
+            chunk_sizes(**bad)
 
 
 @pytest.mark.parametrize("score", ["learnability", "easy-reference", "hard-learner"])
@@ -149,7 +192,8 @@ def test_batch_score_scorer_equals_dense() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
-        ({"batch_size": 10, "chunks": 3}, "divisible"),
+        ({"batch_size": 10.0, "chunks": 3}, "batch_size"),
+        ({"batch_size": True, "chunks": 1}, "batch_size"),
         ({"batch_size": 0, "chunks": 1}, "batch_size"),
         ({"batch_size": 500, "chunks": 1}, "batch_size"),
         ({"batch_size": 8, "chunks": 0}, "chunks"),

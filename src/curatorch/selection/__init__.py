@@ -9,10 +9,12 @@ Works on plain tensors: pass embeddings from any two-tower model.
 
 from curatorch.selection.analysis import learnability_vs_chunks, learnability_vs_filter_ratio
 from curatorch.selection.distributed import distributed_joint_select
+from curatorch.selection.kernels import KERNELS, PRECISIONS, pair_softplus_sums, softplus_poly
 from curatorch.selection.samplers import (
     MODES,
     batch_score,
     batch_size_for,
+    chunk_sizes,
     dense_joint_select,
     gibbs_select,
     gumbel_topk,
@@ -23,12 +25,15 @@ from curatorch.selection.samplers import (
 from curatorch.selection.scores import SCORES, ModelEmbeddings, PairScorer
 
 __all__ = [
+    "KERNELS",
     "MODES",
+    "PRECISIONS",
     "SCORES",
     "ModelEmbeddings",
     "PairScorer",
     "batch_score",
     "batch_size_for",
+    "chunk_sizes",
     "dense_joint_select",
     "distributed_joint_select",
     "gibbs_select",
@@ -37,5 +42,7 @@ __all__ = [
     "joint_select",
     "learnability_vs_chunks",
     "learnability_vs_filter_ratio",
+    "pair_softplus_sums",
     "random_select",
+    "softplus_poly",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from curatorch.selection.samplers import MODES, gumbel_topk
+from curatorch.selection.samplers import MODES, chunk_sizes, gumbel_topk
 from curatorch.selection.scores import PairScorer
 
 __all__ = ["distributed_joint_select"]
@@ -69,8 +69,9 @@ def distributed_joint_select(
 
     Args:
         scorer: this rank's ``B / W`` candidates' score blocks.
-        batch_size: the *global* ``b``; a multiple of ``chunks * world_size``, and
-            ``b / W`` at most this rank's candidate count.
+        batch_size: the *global* ``b``; a multiple of ``world_size``, and ``b / W`` at
+            most this rank's candidate count (each rank splits its ``b / W`` over the
+            chunks as :func:`~curatorch.selection.chunk_sizes` does).
         rank: this process's rank; world_size: ``W``.
         chunks: ``N``; mode: ``"sample"`` or ``"topk"``.
         generator: this rank's randomness (use a different seed per rank).
@@ -87,26 +88,32 @@ def distributed_joint_select(
         raise ValueError(f"chunks must be an int >= 1, got {chunks!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    if not isinstance(batch_size, int) or batch_size < 1 or batch_size % (chunks * world_size):
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+        or batch_size % world_size
+    ):
         raise ValueError(
-            f"batch_size must be a positive multiple of chunks * world_size = "
-            f"{chunks * world_size}, got {batch_size!r}"
+            f"batch_size must be a positive multiple of world_size = {world_size}, "
+            f"got {batch_size!r}"
         )
-    quota = batch_size // (chunks * world_size)  # this rank's share of every chunk
-    if quota * chunks > scorer.size:
+    share = batch_size // world_size  # this rank's examples
+    if share > scorer.size:
         raise ValueError(
-            f"batch_size={batch_size} needs {quota * chunks} candidates on each of "
+            f"batch_size={batch_size} needs {share} candidates on each of "
             f"{world_size} ranks, this rank has {scorer.size}"
         )
+    quotas = chunk_sizes(share, chunks)  # this rank's share of every chunk
     cond = scorer.diagonal().double()  # [B/W] running conditional scores
     taken = torch.zeros(scorer.size, dtype=torch.bool, device=cond.device)
     picked: list[Tensor] = []
-    for i in range(chunks):
+    for i, quota in enumerate(quotas):
         masked = cond.masked_fill(taken, float("-inf"))
         chunk = gumbel_topk(masked, quota, mode=mode, generator=generator)  # [b/(NW)]
         picked.append(chunk)
         taken[chunk] = True
-        if i + 1 < chunks:
+        if i + 1 < len(quotas):
             rows = _gather_rows(scorer.rows(chunk), world_size, group)  # [b/N, D] per model
             cond += scorer.cross_sums_from(rows).double()
     return torch.cat(picked)

@@ -18,6 +18,7 @@ __all__ = [
     "MODES",
     "batch_score",
     "batch_size_for",
+    "chunk_sizes",
     "dense_joint_select",
     "gibbs_select",
     "gumbel_topk",
@@ -53,13 +54,30 @@ def batch_size_for(super_batch: int, filter_ratio: float, chunks: int = 1) -> in
     return b
 
 
-def _check(super_batch: int, batch_size: int, chunks: int, mode: str) -> None:
-    if not isinstance(chunks, int) or chunks < 1:
+def chunk_sizes(batch_size: int, chunks: int) -> list[int]:
+    """The sizes of the ``chunks`` chunks of a batch of ``batch_size``: ``batch_size //
+    chunks`` each, one more for the first ``batch_size % chunks``, so sizes differ by at
+    most one and sum to ``batch_size``. With fewer examples than chunks, ``batch_size``
+    chunks of one.
+    """
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
         raise ValueError(f"chunks must be an int >= 1, got {chunks!r}")
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= super_batch:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    chunks = min(chunks, batch_size)
+    base, extra = divmod(batch_size, chunks)
+    return [base + 1] * extra + [base] * (chunks - extra)
+
+
+def _check(super_batch: int, batch_size: int, chunks: int, mode: str) -> None:
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunks must be an int >= 1, got {chunks!r}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or not 1 <= batch_size <= super_batch
+    ):
         raise ValueError(f"batch_size must be an int in [1, {super_batch}], got {batch_size!r}")
-    if batch_size % chunks:
-        raise ValueError(f"batch_size={batch_size} must be divisible by chunks={chunks}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
 
@@ -111,29 +129,33 @@ def joint_select(
 
     Args:
         scorer: the super-batch's score blocks.
-        batch_size: ``b``, a multiple of ``chunks`` and at most ``B``.
-        chunks: ``N`` >= 1.
+        batch_size: ``b``, any int in ``[1, B]``.
+        chunks: ``N`` >= 1: chunk sizes ``b // N`` or one more (:func:`chunk_sizes`);
+            with ``b < N``, ``b`` chunks of one.
         mode: ``"sample"`` (Gumbel-top-k) or ``"topk"`` (greedy).
         generator: randomness for ``"sample"``; same seed, same indices.
         return_trace: also return the conditional scores used for each chunk (float64).
 
     Returns:
         ``[b]`` int64 indices into the super-batch, chunk by chunk (and the trace).
+
+    The blocks are computed by the scorer's kernel (``PairScorer(kernel=...)``, see
+    :mod:`curatorch.selection.kernels`).
     """
     _check(scorer.size, batch_size, chunks, mode)
-    n = batch_size // chunks
+    sizes = chunk_sizes(batch_size, chunks)
     cond = scorer.diagonal().double()  # [B] running conditional scores
     taken = torch.zeros(scorer.size, dtype=torch.bool, device=cond.device)
     picked: list[Tensor] = []
     trace: list[Tensor] = []
-    for i in range(chunks):
+    for i, n in enumerate(sizes):
         masked = cond.masked_fill(taken, float("-inf"))
         if return_trace:
             trace.append(masked.clone())
         chunk = gumbel_topk(masked, n, mode=mode, generator=generator)  # [b/N]
         picked.append(chunk)
         taken[chunk] = True
-        if i + 1 < chunks:
+        if i + 1 < len(sizes):
             cond += scorer.cross_sums(chunk).double()
     indices = torch.cat(picked)
     return (indices, trace) if return_trace else indices
@@ -157,20 +179,20 @@ def dense_joint_select(
     _check_finite(scores)
     size = scores.shape[0]
     _check(size, batch_size, chunks, mode)
-    n = batch_size // chunks
+    sizes = chunk_sizes(batch_size, chunks)
     a = scores
     cond = a.diagonal().double()  # [B], accumulated in float64
     taken = torch.zeros(size, dtype=torch.bool, device=a.device)
     picked: list[Tensor] = []
     trace: list[Tensor] = []
-    for i in range(chunks):
+    for i, n in enumerate(sizes):
         masked = cond.masked_fill(taken, float("-inf"))
         if return_trace:
             trace.append(masked.clone())
         chunk = gumbel_topk(masked, n, mode=mode, generator=generator)
         picked.append(chunk)
         taken[chunk] = True
-        if i + 1 < chunks:
+        if i + 1 < len(sizes):
             cond += (a[chunk, :].sum(dim=0) + a[:, chunk].sum(dim=1)).double()
     indices = torch.cat(picked)
     return (indices, trace) if return_trace else indices

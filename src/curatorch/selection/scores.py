@@ -20,12 +20,16 @@ forming the ``B x B`` matrix (except in :meth:`PairScorer.dense`, for tests).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from curatorch.selection.kernels import KERNELS, PRECISIONS, pair_softplus_sums, resolve_kernel
 
 __all__ = ["SCORES", "ModelEmbeddings", "PairScorer"]
 
@@ -115,6 +119,15 @@ class PairScorer:
         score: one of :data:`SCORES`.
         dtype: the dtype the blocks are computed in (default: the embeddings' dtype,
             with float16/bfloat16 promoted to float32).
+        kernel: how the per-chunk blocks of :meth:`cross_sums` are computed, one of
+            ``"auto"``, ``"eager"``, ``"blocked"``, ``"compiled"``
+            (:mod:`curatorch.selection.kernels`); ``"auto"`` keeps small super-batches
+            on the plain ``"eager"`` formula.
+        precision: the matrix products of :meth:`cross_sums`: ``"highest"`` (in
+            ``dtype``), ``"tf32"`` (CUDA only: TF32 tensor cores) or ``"bf16"``
+            (bfloat16 operands, products rounded to bfloat16); softplus and sums stay in
+            ``dtype`` and the samplers accumulate in float64.
+        tile: candidates per tile for the tiled kernels (default: cache-sized).
 
     Raises ValueError naming ``logit_scale`` when a model's ``logit_scale``, ``logit_bias``
     and embedding norms make pair losses whose sums could overflow ``dtype`` (so scores
@@ -128,9 +141,19 @@ class PairScorer:
         reference: ModelEmbeddings | None = None,
         score: str = "learnability",
         dtype: torch.dtype | None = None,
+        kernel: str = "auto",
+        precision: str = "highest",
+        tile: int | None = None,
     ) -> None:
         if score not in SCORES:
             raise ValueError(f"score must be one of {list(SCORES)}, got {score!r}")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+            raise ValueError(f"tile must be an int >= 1 or None, got {tile!r}")
+        self.kernel, self.precision, self.tile = kernel, precision, tile
         need_learner = score in ("learnability", "hard-learner")
         need_reference = score in ("learnability", "easy-reference")
         if need_learner and learner is None:
@@ -157,6 +180,10 @@ class PairScorer:
             dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
         self.dtype = dtype
         self.device = first.device
+        if precision == "tf32" and self.device.type != "cuda":
+            raise ValueError(
+                f"precision='tf32' needs CUDA embeddings, got them on {self.device.type}"
+            )
         self._models = [
             (
                 sign,
@@ -223,6 +250,10 @@ class PairScorer:
             raise ValueError(
                 f"rows must hold {len(self._models)} (image, text) pairs, got {len(rows)}"
             )
+        n = rows[0][0].shape[0] if rows else 0
+        kind = resolve_kernel(self.kernel, rows=n, columns=self.size, device=self.device)
+        if kind != "eager" or self.precision != "highest":
+            return self._fused_cross_sums(rows)
         out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         for (sign, img, txt, t, b), (c_img, c_txt) in zip(self._models, rows, strict=True):
             # rows: image c vs every text k -> A_ck ; columns: text c vs every image k -> A_kc
@@ -231,6 +262,40 @@ class PairScorer:
             del rows_blk
             cols = torch.addmm(txt.new_tensor(b).expand(1, 1), c_txt, img.T, alpha=t)
             out.add_(F.softplus(cols).sum(dim=0), alpha=sign)
+        return out
+
+    def _operands(self) -> list[tuple[Tensor, Tensor]]:
+        """Each model's candidate embeddings in the products' dtype (bf16 copies made once)."""
+        if self.precision != "bf16":
+            return [(img, txt) for _, img, txt, _, _ in self._models]
+        if getattr(self, "_bf16", None) is None:
+            self._bf16 = [
+                (img.to(torch.bfloat16), txt.to(torch.bfloat16))
+                for _, img, txt, _, _ in self._models
+            ]
+        return self._bf16
+
+    def _fused_cross_sums(self, rows: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """:meth:`cross_sums_from` by the tiled kernels of
+        :mod:`curatorch.selection.kernels` (or in reduced precision)."""
+        out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        operands = self._operands()
+        with _matmul_precision(self.precision):
+            for (sign, _, _, t, b), (c_img, c_txt), (img, txt) in zip(
+                self._models, rows, operands, strict=True
+            ):
+                sums = pair_softplus_sums(
+                    c_img.to(img.dtype),
+                    c_txt.to(txt.dtype),
+                    img,
+                    txt,
+                    scale=t,
+                    bias=b,
+                    kernel=self.kernel,
+                    tile=self.tile,
+                    out_dtype=self.dtype,
+                )
+                out.add_(sums, alpha=sign)
         return out
 
     def row_col_sums(self, block_size: int = 1024) -> Tensor:
@@ -262,6 +327,7 @@ class PairScorer:
         idx = indices.to(device=self.device, dtype=torch.long)
         out = PairScorer.__new__(PairScorer)
         out.score, out.dtype, out.device = self.score, self.dtype, self.device
+        out.kernel, out.precision, out.tile = self.kernel, self.precision, self.tile
         out._terms = self._terms
         out._models = [(s, i[idx], t[idx], ts, b) for s, i, t, ts, b in self._models]
         out.size = int(idx.numel())
@@ -293,3 +359,18 @@ class PairScorer:
             del logits
             out[idx, idx] += sign * (F.softplus(-pos) - F.softplus(pos))  # ... but the diagonal
         return out
+
+
+@contextlib.contextmanager
+def _matmul_precision(precision: str) -> Iterator[None]:
+    """TF32 matrix products inside the block (``precision="tf32"``, CUDA), else nothing."""
+    if precision != "tf32":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = before

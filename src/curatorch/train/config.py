@@ -333,10 +333,6 @@ class ExperimentConfig:
         st = self.strategy
         if st.selects:
             b = self.train.batch_size
-            if st.name in ("jest", "flexi-jest") and b % st.chunks:
-                raise ConfigError(
-                    f"train.batch_size={b} must be divisible by strategy.chunks={st.chunks}"
-                )
             if st.name == "flexi-jest" and b < 2:
                 raise ConfigError(f"train.batch_size must be >= 2 for flexi-jest, got {b}")
 

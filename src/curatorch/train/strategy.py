@@ -144,11 +144,6 @@ class Selector:
                 f"super-batch {super_batch} and batch {batch_size} must be divisible by the "
                 f"number of processes {w}"
             )
-        if name in ("jest", "flexi-jest") and batch_size % (chunks * w):
-            raise ValueError(
-                f"train.batch_size={batch_size} must be a multiple of strategy.chunks * "
-                f"processes = {chunks} * {w} for distributed JEST"
-            )
         self.needs_learner = score in ("learnability", "hard-learner")
 
     @property
