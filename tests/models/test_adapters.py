@@ -120,7 +120,7 @@ def test_protocol_conformance(adapter: ImageTextModel) -> None:
         assert torch.equal(adapter.encode_text(tokens), txt)
     for value in (adapter.logit_scale, adapter.logit_bias):
         assert isinstance(value, torch.Tensor) and value.shape == () and torch.isfinite(value)
-    assert float(adapter.logit_scale.detach()) > 0
+    assert adapter.logit_scale.item() > 0
     assert adapter.text_mask(tokens).shape == tokens.shape
     assert adapter.text_mask(tokens).dtype == torch.bool
     assert adapter.forward_flops() > 0
@@ -189,8 +189,8 @@ def test_save_load_identical_embeddings_and_fingerprint(
     with torch.no_grad():
         assert torch.equal(loaded.encode_image(images), adapter.encode_image(images))
         assert torch.equal(loaded.encode_text(tokens), adapter.encode_text(tokens))
-    assert float(loaded.logit_scale) == float(adapter.logit_scale)
-    assert float(loaded.logit_bias) == float(adapter.logit_bias)
+    assert torch.equal(loaded.logit_scale.detach(), adapter.logit_scale.detach())
+    assert torch.equal(loaded.logit_bias.detach(), adapter.logit_bias.detach())
     with torch.no_grad():
         next(adapter.module.parameters()).add_(1e-3)
     assert adapter.fingerprint() != before
@@ -240,7 +240,7 @@ def test_siglip_scores_equal_siglip_model_forward() -> None:
             + adapter.logit_bias
         )
     torch.testing.assert_close(ours, out.logits_per_image)
-    assert float(adapter.logit_scale) == pytest.approx(10.0) and float(adapter.logit_bias) == -10.0
+    assert adapter.logit_scale.item() == pytest.approx(10.0) and adapter.logit_bias.item() == -10.0
 
 
 @pytest.mark.parametrize("pad", [PAD, EOS])
@@ -266,16 +266,16 @@ def test_clip_text_pooling_equals_get_text_features(pad: int) -> None:
 def test_clip_bias_is_the_adapters_and_is_saved(tmp_path: Path) -> None:
     torch.manual_seed(0)
     adapter = HFCLIPAdapter.from_config(CLIP)
-    assert float(adapter.logit_bias) == CLIP_INIT_LOGIT_BIAS and adapter.bias_source == "init"
+    assert adapter.logit_bias.item() == CLIP_INIT_LOGIT_BIAS and adapter.bias_source == "init"
     assert adapter.logit_bias is adapter.sigmoid_bias and "sigmoid_bias" in adapter.state_dict()
     adapter.set_logit_bias(-3.25, source="fitted")
     adapter.save(tmp_path / "clip")
     record = json.loads((tmp_path / "clip" / ADAPTER_FILE).read_text())
     assert record["logit_bias"] == -3.25 and record["bias_source"] == "fitted"
     loaded = load_model_adapter("hf", tmp_path / "clip")
-    assert float(loaded.logit_bias) == -3.25 and loaded.bias_source == "saved"
+    assert loaded.logit_bias.item() == -3.25 and loaded.bias_source == "saved"
     (tmp_path / "clip" / ADAPTER_FILE).unlink()  # a CLIP folder from elsewhere
-    assert float(load_model_adapter("hf", tmp_path / "clip").logit_bias) == CLIP_INIT_LOGIT_BIAS
+    assert load_model_adapter("hf", tmp_path / "clip").logit_bias.item() == CLIP_INIT_LOGIT_BIAS
 
 
 @pytest.mark.parametrize("kind", ["hf-siglip", "hf-clip"])
@@ -461,6 +461,6 @@ def test_fit_logit_bias_minimises_the_sigmoid_loss() -> None:
     assert abs(float(grad)) < 1e-6
     for other in (b - 1.0, b + 1.0, -10.0):
         worse = sigmoid_contrastive_loss(image, text, logit_scale=100.0, logit_bias=other)
-        assert float(worse) > float(loss)
+        assert worse.item() > loss.item()
     with pytest.raises(ValueError, match="B >= 2"):
         fit_logit_bias(image[:1], text[:1], logit_scale=1.0)
