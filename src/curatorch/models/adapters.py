@@ -101,7 +101,12 @@ class ImagePreprocessing:
         if self.image_size <= 0:
             raise ValueError(f"`image_size` must be a positive int, got {self.image_size!r}")
         for name in ("mean", "std"):
-            value = tuple(float(v) for v in getattr(self, name))
+            raw = getattr(self, name)
+            if not isinstance(raw, (tuple, list)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw
+            ):
+                raise ValueError(f"`{name}` must be 3 finite floats, got {raw!r}")
+            value = tuple(float(v) for v in raw)
             if len(value) != 3 or not all(math.isfinite(v) for v in value):
                 raise ValueError(f"`{name}` must be 3 finite floats, got {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
