@@ -155,16 +155,18 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _embed_shards(args: argparse.Namespace, cfg: Any) -> int:
     """``curatorch embed`` with ``data.shards``: one cache file per shard."""
-    from curatorch.data import build_world, expand_shards
+    from curatorch.data import build_tokenizer, build_world, check_shard_captions, expand_shards
     from curatorch.train.shard_reference import embed_shards
 
     urls = expand_shards(cfg.data.shards)
-    # the world gives the tokenizer and image size; its pools are not embedded
+    # the world gives the built-in tokenizer and image size; its pools are not embedded
     world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
+    tokenizer = build_tokenizer(cfg.data, world)
+    check_shard_captions(cfg.data, tokenizer, urls)
     meta = embed_shards(
         args.checkpoint,
         urls=urls,
-        tokenizer=world.tokenizer,
+        tokenizer=tokenizer,
         image_size=world.raw.image_size,
         out=args.out,
         batch_size=args.batch_size,

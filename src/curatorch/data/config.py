@@ -41,6 +41,15 @@ class DataConfig:
         max_corrupt_ratio: fraction of skipped (corrupt, missing, duplicate) shard samples
             above which a run stops with a message naming the shard.
         num_workers: dataloader worker processes decoding shards (0 = in the main process).
+        tokenizer: ``"builtin"`` (the world's own word tokenizer: built-in worlds only), or
+            the path of a Hugging Face ``tokenizer.json`` or of a local model folder that
+            holds one (``curatorch data tokenizer`` trains one on shards); a file needs
+            ``shards``, since the world's pools are tokenized by the world.
+        context_length: tokens per caption row for a tokenizer file (0 = the file's own,
+            else 32); must be 0 with ``"builtin"``.
+        max_unk_ratio: training (and ``curatorch embed``) on shards stops before it starts
+            when more than this fraction of the caption tokens of the first shard samples
+            are the tokenizer's unknown token.
     """
 
     world: str = "shapes"
@@ -60,6 +69,9 @@ class DataConfig:
     shards: str = ""
     max_corrupt_ratio: float = 0.1
     num_workers: int = 0
+    tokenizer: str = "builtin"
+    context_length: int = 0
+    max_unk_ratio: float = 0.05
 
     @property
     def curated_size(self) -> int:
@@ -115,6 +127,30 @@ class DataConfig:
         if not 0.0 <= mcr <= 1.0:
             raise ValueError(f"data.max_corrupt_ratio must be in [0, 1], got {mcr}")
         _int("num_workers", 0)
+        self._validate_tokenizer(_real("max_unk_ratio"))
+
+    def _validate_tokenizer(self, max_unk: float) -> None:
+        if not isinstance(self.tokenizer, str) or not self.tokenizer.strip():
+            raise ValueError(
+                f"data.tokenizer must be 'builtin' or the path of a tokenizer.json or model "
+                f"folder, got {self.tokenizer!r}"
+            )
+        c = self.context_length
+        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+            raise ValueError(f"data.context_length must be an int >= 0, got {c!r}")
+        if self.tokenizer == "builtin" and c:
+            raise ValueError(
+                f"data.context_length={c} applies to a tokenizer file; the built-in tokenizer "
+                f"has its own (set data.context_length = 0)"
+            )
+        if self.tokenizer != "builtin" and not self.shards:
+            raise ValueError(
+                f"data.tokenizer = {self.tokenizer!r} needs data.shards: the built-in world's "
+                f"pools (also the curated pool a reference is trained on) are tokenized by "
+                f"the world's own tokenizer"
+            )
+        if not 0.0 <= max_unk <= 1.0:
+            raise ValueError(f"data.max_unk_ratio must be in [0, 1], got {max_unk}")
 
     def noise_fractions(self) -> dict[str, float]:
         """The four noise fractions by kind name, in noise-code order."""

@@ -59,6 +59,7 @@ __all__ = [
     "ShardStream",
     "expand_shards",
     "export_shards",
+    "iter_captions",
     "iter_shard",
     "shard_name",
 ]
@@ -415,6 +416,32 @@ def iter_shard(
             yield ShardFault("truncated_tar", None, item.index, item.detail)
         else:
             yield _decode_group(item, image_size)
+
+
+def iter_captions(urls: Sequence[str | os.PathLike[str]], *, limit: int = 0) -> Iterator[str]:
+    """The captions of the shards ``urls``, in order (shard after shard, file order),
+    stripped; the images are not decoded. Samples that :func:`iter_shard` would skip
+    (no image, no or empty caption, not UTF-8, duplicate key, the rest of a damaged tar)
+    are passed over. ``limit`` > 0 stops after that many captions."""
+    if isinstance(urls, (str, os.PathLike)):
+        raise ValueError(f"urls must be a sequence of shard paths, got {urls!r}")
+    _check_int("limit", limit, 0)
+    n = 0
+    for url in urls:
+        for item in _shard_groups(os.fspath(url)):
+            if isinstance(item, _Damage) or item.duplicate or _TEXT not in item.members:
+                continue
+            if not any(e in item.members for e in IMAGE_EXTENSIONS):
+                continue
+            try:
+                caption = item.members[_TEXT].decode("utf-8").strip()
+            except UnicodeDecodeError:
+                continue
+            if caption:
+                yield caption
+                n += 1
+                if n == limit:
+                    return
 
 
 def _check_int(name: str, value: Any, lo: int) -> None:

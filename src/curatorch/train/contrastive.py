@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from curatorch.data import PairDataset, World, build_world
+from curatorch.data import PairDataset, World, build_tokenizer, build_world, check_shard_captions
 from curatorch.eval import evaluate
 from curatorch.losses import sigmoid_contrastive_loss_sharded
 from curatorch.models import TwoTower, TwoTowerConfig, build_model, two_tower_forward_flops
@@ -304,10 +304,12 @@ class ContrastiveTask(BaseTask):
             from curatorch.data.shards import ShardStream, expand_shards
 
             self.shards = expand_shards(cfg.data.shards)
+            tokenizer = build_tokenizer(cfg.data, self.world)
+            check_shard_captions(cfg.data, tokenizer, self.shards)  # before any step
             stream = ShardStream(
                 self.shards,
                 image_size=cfg.data.image_size,
-                tokenizer=self.world.tokenizer,
+                tokenizer=tokenizer,
                 rank=dist.rank,
                 world_size=dist.world_size,
                 num_workers=cfg.data.num_workers,

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from curatorch.data import PairDataset, file_sha256, is_embedding_cache
+from curatorch.data import PairDataset, check_vocab_fits, file_sha256, is_embedding_cache
 from curatorch.data.shard_cache import (
     ShardEmbeddingCache,
     is_shard_cache,
@@ -252,6 +252,8 @@ def embed_shards(
     """
     paths, names, out_path = _check_embed_args(urls, batch_size, out)
     model, state, patch, folder = load_trained_model(checkpoint, device)
+    text = model.cfg.text
+    check_vocab_fits(tokenizer, vocab_size=text.vocab_size, context_length=text.context_length)
     sha = file_sha256(folder / "model.safetensors")
     counts = _embed_all_shards(
         model,
