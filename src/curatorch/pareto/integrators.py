@@ -219,6 +219,21 @@ def _add_present(acc: list[Tensor], grads: Sequence[Tensor | None]) -> None:
         torch._foreach_add_([acc[j] for j, _ in present], [g for _, g in present])
 
 
+def _merge(
+    params: Sequence[Tensor], first: Sequence[Tensor | None], second: Sequence[Tensor | None]
+) -> list[Tensor]:
+    """``first[j] + second[j]``, taking either alone where the other is None (a head that
+    only one of the two losses reaches: no zeros made, no addition) and zeros where both
+    are."""
+    out = []
+    for p, a, b in zip(params, first, second, strict=True):
+        if a is None:
+            out.append(torch.zeros_like(p) if b is None else b)
+        else:
+            out.append(a if b is None else a + b)
+    return out
+
+
 def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
     for p, g in zip(params, grads, strict=True):
         if p.grad is None:
@@ -383,17 +398,15 @@ class GradientIntegrator:
         n_enc = len(self._enc_all)
         inputs = self._enc_all + self.heads
         raw = torch.autograd.grad(multimodal_loss, inputs, retain_graph=True, allow_unused=True)
-        grads = _zeros_for_none(inputs, raw)
-        head_grads = grads[n_enc:]  # summed in place below
-        g_m = grads[:n_enc]
+        g_m = _zeros_for_none(self._enc_all, raw[:n_enc])
         if self._check_separable(unimodal_losses):
             total = unimodal_losses[self.modalities[0]]
             for mod in self.modalities[1:]:
                 total = total + unimodal_losses[mod]
-            raw = torch.autograd.grad(total, inputs, allow_unused=True)
-            g_u = _zeros_for_none(self._enc_all, raw[:n_enc])
-            _add_present(head_grads, raw[n_enc:])
-            return g_m, g_u, head_grads
+            raw_u = torch.autograd.grad(total, inputs, allow_unused=True)
+            g_u = _zeros_for_none(self._enc_all, raw_u[:n_enc])
+            return g_m, g_u, _merge(self.heads, raw[n_enc:], raw_u[n_enc:])
+        head_grads = _zeros_for_none(self.heads, raw[n_enc:])  # summed in place below
         g_u = []
         for i, mod in enumerate(self.modalities):
             own = self.encoders[mod]
