@@ -181,12 +181,27 @@ def test_reference_errors_are_named(reference, tmp_path: Path, capsys) -> None:
                 "--set",
                 f"strategy.reference={cache}",
                 "--set",
-                "strategy.chunks=5",
+                "strategy.chunks=0",
             ]
         )
         == 2
     )
     assert "strategy.chunks" in capsys.readouterr().err
+    # a batch that is not a multiple of the chunks trains (chunk sizes differ by one)
+    assert (
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "e"),
+                "--set",
+                f"strategy.reference={cache}",
+                "--set",
+                "strategy.chunks=5",
+            ]
+        )
+        == 0
+    )
 
 
 def test_jest_analyze_writes_plots_and_json(reference, tmp_path: Path, capsys) -> None:

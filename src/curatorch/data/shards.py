@@ -39,11 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import braceexpand
 import torch
 from PIL import Image
-from webdataset import TarWriter
-from webdataset.tariterators import base_plus_ext
 
 from curatorch.data.dataset import PairDataset
 from curatorch.data.images import pil_to_tensor, tensor_to_pil
@@ -110,31 +107,33 @@ def _check_unique_names(urls: Sequence[str], what: str) -> None:
         seen[name] = url
 
 
-def expand_shards(pattern: str) -> list[str]:
+def expand_shards(pattern: str, *, what: str = "data.shards") -> list[str]:
     """The shard files of a brace pattern, ``"data/{000000..000009}.tar"``, in order.
 
-    Raises ``ValueError`` naming ``data.shards`` for an empty or unbalanced pattern, a
-    pattern that expands to nothing, the first file that does not exist, and two files
-    with the same shard name.
+    Raises ``ValueError`` naming ``what`` (the config key, ``data.shards`` by default) for
+    an empty or unbalanced pattern, a pattern that expands to nothing, the first file that
+    does not exist, and two files with the same shard name.
     """
+    import braceexpand  # imported here: curatorch imports without the shard libraries
+
     if not isinstance(pattern, str) or not pattern.strip():
         raise ValueError(
-            f"data.shards must be a brace pattern of tar files such as "
+            f"{what} must be a brace pattern of tar files such as "
             f"'data/{{000000..000009}}.tar', got {pattern!r}"
         )
     try:
         urls = [os.path.expanduser(u) for u in braceexpand.braceexpand(pattern) if u]
     except ValueError as exc:  # braceexpand.UnbalancedBracesError
-        raise ValueError(f"data.shards {pattern!r} is not a valid brace pattern: {exc}") from exc
+        raise ValueError(f"{what} {pattern!r} is not a valid brace pattern: {exc}") from exc
     if not urls:
-        raise ValueError(f"data.shards {pattern!r} expands to no files")
+        raise ValueError(f"{what} {pattern!r} expands to no files")
     missing = [u for u in urls if not os.path.isfile(u)]
     if missing:
         raise ValueError(
-            f"data.shards: shard file {missing[0]} does not exist ({len(missing)} of "
+            f"{what}: shard file {missing[0]} does not exist ({len(missing)} of "
             f"{len(urls)} files of {pattern!r} are missing)"
         )
-    _check_unique_names(urls, "data.shards")
+    _check_unique_names(urls, what)
     return urls
 
 
@@ -208,6 +207,8 @@ def export_shards(
         rows = range(start, min(start + samples_per_shard, len(dataset)))
 
         def write(tmp: Path, rows: range = rows) -> None:
+            from webdataset import TarWriter
+
             with open(tmp, "wb") as fh, TarWriter(fh, encoder=False, mtime=0.0) as writer:
                 for i in rows:
                     info = {
@@ -310,6 +311,8 @@ def _shard_groups(path: str) -> Iterator[_Group | _Damage]:
     group flagged ``duplicate``. Damage ends the stream with a :class:`_Damage` that takes
     the index of the group being read (which is dropped).
     """
+    from webdataset.tariterators import base_plus_ext
+
     seen: set[str] = set()
     key: str | None = None
     members: dict[str, bytes] | None = None

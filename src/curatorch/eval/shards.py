@@ -35,11 +35,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import braceexpand
 import torch
-from webdataset.tariterators import base_plus_ext
 
-from curatorch.data.shards import FAULT_REASONS, ShardFault, iter_shard
+from curatorch.data.shards import FAULT_REASONS, ShardFault, expand_shards, iter_shard
 from curatorch.eval.fewshot import fewshot_probe_accuracy
 from curatorch.eval.retrieval import retrieval_recall_at_k
 from curatorch.eval.zeroshot import class_prompts, zero_shot_accuracy
@@ -156,12 +154,7 @@ def _expand(shards: str | Sequence[str | os.PathLike[str]]) -> list[str]:
         pattern = os.fspath(shards)
         if not pattern.strip():
             raise ValueError("eval shards: the pattern is empty")
-        try:
-            urls = [os.path.expanduser(u) for u in braceexpand.braceexpand(pattern) if u]
-        except ValueError as exc:
-            raise ValueError(
-                f"eval shards {pattern!r} is not a valid brace pattern: {exc}"
-            ) from exc
+        urls = expand_shards(pattern, what="eval shards")
     else:
         pattern, urls = str(list(shards)), [os.fspath(u) for u in shards]
     if not urls:
@@ -188,6 +181,8 @@ def _label_members(url: str) -> dict[str, dict[str, bytes]]:
     it is skipped there). A damaged tar ends the reading quietly: ``iter_shard`` counts
     the damage.
     """
+    from webdataset.tariterators import base_plus_ext
+
     out: dict[str, dict[str, bytes]] = {}
     key, suffixes, duplicate = None, set(), False
     try:
