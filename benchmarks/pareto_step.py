@@ -12,9 +12,10 @@ the integrator's backward, the gradient check and the SGD step. Gradient diagnos
 off (``train.diag_every = 0``) so that neither method does work the other does not.
 Two figures per method: ``update`` (losses, backward, optimizer step: what the trainer
 reports as ``step_time_s``) and ``step`` (the whole call, batch included). The methods
-are timed in alternating blocks (load from other processes hits both); the figures are
-medians over all timed steps. The last line printed is JSON with ``step_time_ratio``
-(MMPareto / uniform, updates), ``whole_step_ratio`` and the medians in seconds.
+are timed in alternating blocks of ``--steps`` (default 50 blocks of 10: load from other
+processes hits both alike); the figures are medians over all timed steps. The last line
+printed is JSON with ``step_time_ratio`` (MMPareto / uniform, updates),
+``whole_step_ratio`` and the medians in seconds.
 """
 
 from __future__ import annotations
@@ -35,17 +36,27 @@ from curatorch.train.multimodal import MultimodalClassifierTask, load_pareto_con
 METHODS = ("uniform", "mmpareto")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="pareto", help="multimodal config (name or path)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    ap.add_argument("--blocks", type=int, default=10, help="alternating blocks per method")
-    ap.add_argument("--steps", type=int, default=50, help="timed steps per block")
+    ap.add_argument("--blocks", type=int, default=50, help="alternating blocks per method")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per block")
+    ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def _sync(trainer: Trainer) -> None:
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """The measurement (see the module docstring) as a dict."""
     torch.set_num_threads(args.threads)
-    total = 20 + args.blocks * args.steps
+    total = args.warmup + args.blocks * args.steps
     trainers: dict[str, Trainer] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in METHODS:
@@ -59,17 +70,17 @@ def main() -> None:
                     f"train.threads={args.threads}",
                 ],
             )
-            task = MultimodalClassifierTask(cfg)
-            trainers[name] = Trainer.start(task, Path(tmp) / name)
+            trainers[name] = Trainer.start(MultimodalClassifierTask(cfg), Path(tmp) / name)
         whole: dict[str, list[float]] = {m: [] for m in METHODS}
 
         def timed(name: str) -> float:
             t0 = time.perf_counter()
             trainers[name].step()
+            _sync(trainers[name])
             return time.perf_counter() - t0
 
         for name in METHODS:  # warm-up
-            for _ in range(20):
+            for _ in range(args.warmup):
                 timed(name)
             trainers[name].prog.step_times.clear()
         for _ in range(args.blocks):
@@ -80,26 +91,34 @@ def main() -> None:
         for t in trainers.values():
             t.task.close()
     cfg = trainers["mmpareto"].task.cfg  # type: ignore[attr-defined]
-    result = {
+    return {
         "step_time_ratio": round(update["mmpareto"] / update["uniform"], 3),
         "whole_step_ratio": round(step["mmpareto"] / step["uniform"], 3),
         "mmpareto_s": update["mmpareto"],
         "uniform_s": update["uniform"],
         "mmpareto_step_s": step["mmpareto"],
         "uniform_step_s": step["uniform"],
+        "device": str(trainers["mmpareto"].device),
         "encoder": cfg.model.encoder,
         "batch_size": cfg.train.batch_size,
         "vjp": cfg.pareto.vjp,
         "threads": args.threads,
+        "timed_steps": len(whole["mmpareto"]),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
     if not args.json:
         for m in METHODS:
             print(
-                f"{m:>9}: update {update[m] * 1e3:.3f} ms, whole step {step[m] * 1e3:.3f} ms "
-                f"(median of {len(whole[m])})"
+                f"{m:>9}: update {result[m + '_s'] * 1e3:.3f} ms, whole step "
+                f"{result[m + '_step_s'] * 1e3:.3f} ms (median of {result['timed_steps']})"
             )
     print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -105,7 +105,7 @@ def bench_size(size: str, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="tiny,small", help="comma-separated model sizes")
     p.add_argument("--device", default="cpu")
@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}

@@ -131,3 +131,24 @@ def test_config_imports_no_world_nor_the_registry_at_import_time():
 def test_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_curatorch_imports_without_the_shard_libraries() -> None:
+    """webdataset and braceexpand are imported only where shards are read or written (the
+    borrowed GPU machine has neither)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import builtins\n"
+        "real = builtins.__import__\n"
+        "def imp(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('webdataset', 'braceexpand'):\n"
+        "        raise ImportError(name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = imp\n"
+        "import curatorch.train, curatorch.selection, curatorch.eval, curatorch.data\n"
+        "import curatorch.cli\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
