@@ -8,6 +8,10 @@ Reports (last line JSON with ``--json``):
 - ``joint_s``: time of :func:`joint_select` (incremental, no B x B matrix), median;
 - ``matmul_bound_s``: time of exactly the matrix products the joint algorithm needs,
   ``2 (N - 1)`` products of ``[b/N, D] x [D, B]`` per model, and nothing else;
+- ``tiled_matmul_s``: the same products cut into the fused kernel's column tiles
+  (:func:`curatorch.selection.kernels.default_tile`), whose outputs stay in cache: at
+  large ``B`` faster than the whole products, so ``joint_over_tiled_matmul`` is the
+  share of the joint time that is not matrix products;
 - ``dense_s``: the dense twin (B x B score matrix, then the same sampler);
 - ``joint_peak_mb`` / ``dense_peak_mb``: peak extra memory while selecting (CUDA: the
   allocator's peak; CPU: the process's peak resident set, reset before each run);
@@ -46,6 +50,7 @@ from curatorch.selection import (
     joint_select,
     random_select,
 )
+from curatorch.selection.kernels import default_tile
 
 # how much of an embedding is its concept, relative to the pair's own details (weight 1)
 CONCEPT_WEIGHT = 1.3
@@ -205,6 +210,16 @@ def main(argv: list[str] | None = None) -> int:
                 torch.addmm(txt.new_ones(1, 1), img[chunk], txt.T, alpha=10.0)
                 torch.addmm(txt.new_ones(1, 1), txt[chunk], img.T, alpha=10.0)
 
+    tile = default_tile(n, size, device)
+
+    def run_tiled_matmuls() -> None:  # the same products in the fused kernel's tiles
+        for _ in range(args.chunks - 1):
+            for img, txt in operands:
+                c_img, c_txt = img[chunk], txt[chunk]
+                for start in range(0, size, tile):
+                    torch.mm(c_img, txt[start : start + tile].T)
+                    torch.mm(c_txt, img[start : start + tile].T)
+
     def run_dense() -> torch.Tensor:
         return dense_joint_select(scorer.dense(), batch_size=b, chunks=args.chunks, generator=gen())
 
@@ -234,17 +249,22 @@ def main(argv: list[str] | None = None) -> int:
         "dim": args.dim,
     }
     # interleaved, so that a busy machine slows both alike
-    joint_times, bound_times = [], []
+    joint_times, bound_times, tiled_times = [], [], []
     for _ in range(args.repeats):
         joint_times.append(timed(run_joint, device, 1))
         bound_times.append(timed(run_matmuls, device, 1))
+        tiled_times.append(timed(run_tiled_matmuls, device, 1))
     result["joint_s"] = statistics.median(joint_times)
     result["matmul_bound_s"] = statistics.median(bound_times)
     result["joint_over_bound"] = result["joint_s"] / result["matmul_bound_s"]
+    result["tiled_matmul_s"] = statistics.median(tiled_times)
+    result["joint_over_tiled_matmul"] = result["joint_s"] / result["tiled_matmul_s"]
     result["joint_peak_mb"] = peak("joint")
     print(
         f"joint  {result['joint_s']:.4f} s  (matmul bound {result['matmul_bound_s']:.4f} s, "
-        f"x{result['joint_over_bound']:.2f}), peak {result['joint_peak_mb']:.1f} MiB",
+        f"x{result['joint_over_bound']:.2f}; the same products in the kernel's tiles "
+        f"{result['tiled_matmul_s']:.4f} s, x{result['joint_over_tiled_matmul']:.2f}), "
+        f"peak {result['joint_peak_mb']:.1f} MiB",
         file=sys.stderr,
     )
     if not args.skip_dense:
