@@ -369,6 +369,7 @@ def test_curated_reference_over_shards_is_cached_per_shard_once(reference, tmp_p
     run = tmp_path / "run"
     sets = [
         f"data.shards='{shards}/{{000000..000002}}.tar'",
+        "eval.source='world'",
         "strategy.name=jest",
         "strategy.reference=curated",
         "strategy.reference_steps=2",

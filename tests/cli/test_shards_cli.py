@@ -35,6 +35,9 @@ batch_size = 16
 eval_every = 2
 checkpoint_every = 2
 seed = 0
+
+[eval]
+source = "world"  # the shards are exported from the built-in world
 """
 
 

@@ -57,10 +57,20 @@ def test_training_on_web_shards_refuses_the_builtin_tokenizer_then_trains(
 ) -> None:
     cfg = web["dir"] / "tiny.toml"
     cfg.write_text(TINY)
+    rc, out, _ = _run(
+        ["data", "make-web-shards", "--out", str(web["dir"] / "heldout"), "--pairs", "40",
+         "--shard-size", "40", "--seed", "5", "--image-size", "16", "--clean-fraction", "1",
+         "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert rc == 0
+    held_out = json.loads(out)["pattern"]
+    # held-out shards, retrieval only: nothing of the built-in world is used
     shards = f"data.shards='{web['pattern']}'"
     run = web["dir"] / "run"
     rc, _, err = _run(["train", str(cfg), "--out", str(run), "--set", shards,
-                       "--no-progress"], capsys)  # fmt: skip
+                       "--set", f"eval.shards='{held_out}'", "--no-progress"],
+                      capsys)  # fmt: skip
     assert rc == 2
     line = err.strip()
     assert "\n" not in line and "data.tokenizer = 'builtin'" in line
@@ -69,11 +79,15 @@ def test_training_on_web_shards_refuses_the_builtin_tokenizer_then_trains(
     assert rate > 40  # percent of the caption tokens
     tok = f"data.tokenizer='{web['tok']}'"
     rc, out, err = _run(["train", str(cfg), "--out", str(run), "--set", shards, "--set", tok,
+                         "--set", f"eval.shards='{held_out}'",
                          "--set", "train.steps=2", "--set", "train.eval_every=2",
                          "--no-progress"], capsys)  # fmt: skip
     assert rc == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["step"] == 2
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["scores_used"] == ["i2t_r1", "t2i_r1"] and last["eval_samples"] == 40
+    assert last["mean_score"] == (last["i2t_r1"] + last["t2i_r1"]) / 2
 
 
 @pytest.mark.parametrize(

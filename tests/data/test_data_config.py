@@ -35,7 +35,7 @@ def test_config_is_frozen():
         ({"misaligned": 1.2}, "data.misaligned must be in [0, 1], got 1.2"),
         ({"near_miss": -0.1}, "data.near_miss must be in [0, 1], got -0.1"),
         ({"misaligned": 0.5, "near_miss": 0.5, "degraded": 0.2}, "must sum to <= 1"),
-        ({"image_size": 24}, "data.image_size must be 16 or 32, got 24"),
+        ({"image_size": 24}, "data.image_size must be 16 or 32 for the built-in worlds, got 24"),
         ({"raw_size": 0}, "data.raw_size must be >= 1, got 0"),
         ({"eval_size": 0}, "data.eval_size must be >= 1, got 0"),
         ({"retrieval_size": -5}, "data.retrieval_size must be >= 1, got -5"),

@@ -21,7 +21,8 @@ class DataConfig:
 
     Attributes:
         world: registered world name (``"shapes"`` or ``"digits"`` built in).
-        image_size: side of the square RGB images, in pixels (16 or 32).
+        image_size: side of the square RGB images, in pixels (16 or 32 for the built-in
+            worlds; any size >= 8 that the patch sizes divide for shards).
         raw_size: number of examples in the raw (noisy, web-like) pool.
         curated_fraction: curated pool size is ``max(1, round(curated_fraction * raw_size))``.
         pool: which pool training samples from, ``"raw"`` or ``"curated"``.
@@ -97,8 +98,16 @@ class DataConfig:
 
         if not isinstance(self.world, str) or self.world not in available_worlds():
             raise ValueError(f"data.world must be one of {available_worlds()}, got {self.world!r}")
-        if isinstance(self.image_size, bool) or self.image_size not in (16, 32):
-            raise ValueError(f"data.image_size must be 16 or 32, got {self.image_size!r}")
+        if not isinstance(self.shards, str):
+            raise ValueError(f"data.shards must be a string pattern, got {self.shards!r}")
+        size = self.image_size
+        if self.shards:  # any square size the model's patches divide (checked there)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+                raise ValueError(f"data.image_size must be an int >= 8, got {size!r}")
+        elif isinstance(size, bool) or size not in (16, 32):
+            raise ValueError(
+                f"data.image_size must be 16 or 32 for the built-in worlds, got {size!r}"
+            )
         _int("raw_size", 1)
         cf = _real("curated_fraction")
         if not 0.0 < cf <= 1.0:
@@ -121,8 +130,6 @@ class DataConfig:
         _int("retrieval_size", 1)
         _int("probe_shots", 1)
         _int("seed", 0)
-        if not isinstance(self.shards, str):
-            raise ValueError(f"data.shards must be a string pattern, got {self.shards!r}")
         mcr = _real("max_corrupt_ratio")
         if not 0.0 <= mcr <= 1.0:
             raise ValueError(f"data.max_corrupt_ratio must be in [0, 1], got {mcr}")

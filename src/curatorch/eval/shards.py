@@ -749,6 +749,7 @@ def build_shard_evaluator(
         tokenizer=tokenizer,
         templates=templates,
         batch_size=eval_cfg.batch_size,
+        fewshot_shots=getattr(eval_cfg, "fewshot_shots", 10),
         fewshot_l2=eval_cfg.fewshot_l2,
         device=device,
     )

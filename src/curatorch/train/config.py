@@ -144,7 +144,9 @@ class TrainConfig:
     ``bf16`` trains under bfloat16 autocast. ``on_nonfinite``: a NaN or infinite loss or
     gradient either stops the run naming the step and the last good checkpoint (``stop``)
     or skips that step's update and counts it in ``skipped_steps`` (``skip``).
-    ``compile`` wraps the training forward in ``torch.compile``.
+    ``compile`` wraps the training forward in ``torch.compile``. ``log``: ``jsonl`` writes
+    ``metrics.jsonl`` (and ``diagnostics.jsonl``); ``tensorboard`` also writes their
+    numeric fields as TensorBoard scalars under ``OUT/tensorboard/`` (the ``tb`` extra).
     """
 
     steps: int = 300
@@ -159,6 +161,7 @@ class TrainConfig:
     threads: int = 0
     on_nonfinite: str = "stop"
     compile: bool = False
+    log: str = "jsonl"
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
@@ -177,6 +180,11 @@ class TrainConfig:
             raise ConfigError(
                 f"train.device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}"
             )
+        if self.log not in ("jsonl", "tensorboard"):
+            raise ConfigError(
+                f"train.log must be 'jsonl' or 'tensorboard' (metrics.jsonl plus TensorBoard "
+                f"event files), got {self.log!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -186,11 +194,20 @@ class EvalConfig:
     ``label_field`` of their ``.json`` (or a ``.cls``) holds the label, ``classes`` is a
     file of class names (one per line; "" = retrieval only), ``templates`` the zero-shot
     prompt templates (a list, or a file with one per line), ``cache`` a cache file of the
-    decoded shards ("" = memory only)."""
+    decoded shards ("" = memory only).
+
+    ``fewshot_shots``: labelled examples per class the probe on held-out shards is fit on
+    (0: no probe; the built-in worlds' probe sets are fixed by ``data.probe_shots``).
+    ``source`` says which: ``"auto"`` (held-out shards when ``shards`` is set, else the
+    built-in world's sets; training on ``data.shards`` without ``eval.shards`` is refused,
+    since the world's sets have nothing to do with the user's shards), ``"world"`` (the
+    built-in world's sets on purpose, e.g. for shards exported from it) or ``"shards"``."""
 
     batch_size: int = 500
     fewshot_l2: float = 1.0
+    fewshot_shots: int = 10
     patch_size: int = 0
+    source: str = "auto"
     shards: str = ""
     label_field: str = "label"
     classes: str = ""
@@ -208,7 +225,26 @@ class EvalConfig:
             raise ConfigError(
                 f"eval.patch_size must be >= 0 (0 = train patch), got {self.patch_size}"
             )
+        if self.fewshot_shots < 0:
+            raise ConfigError(
+                f"eval.fewshot_shots must be >= 0 (0 = no probe on eval shards), got "
+                f"{self.fewshot_shots}"
+            )
+        if self.source not in EVAL_SOURCES:
+            raise ConfigError(
+                f"eval.source must be one of {list(EVAL_SOURCES)}, got {self.source!r}"
+            )
+        if self.source == "shards" and not self.shards.strip():
+            raise ConfigError("eval.source = 'shards' needs eval.shards (held-out shards)")
+        if self.source == "world" and self.shards.strip():
+            raise ConfigError(
+                "eval.source = 'world' evaluates on the built-in world: eval.shards must be empty"
+            )
         self._validate_shards()
+
+    def on_shards(self) -> bool:
+        """Whether evaluation reads held-out shards (else the built-in world's sets)."""
+        return self.source == "shards" or (self.source == "auto" and bool(self.shards.strip()))
 
     def _validate_shards(self) -> None:
         if not self.label_field.strip():
@@ -230,6 +266,7 @@ class EvalConfig:
 
 
 STRATEGIES = ("iid", "independent", "jest", "flexi-jest")
+EVAL_SOURCES = ("auto", "world", "shards")
 SCORE_NAMES = ("learnability", "easy-reference", "hard-learner")
 
 
@@ -330,6 +367,13 @@ class ExperimentConfig:
         for section in (self.model, self.optim, self.train, self.eval):
             section.validate()
         self.strategy.validate(require_reference=require_reference)
+        if self.data.shards and self.eval.source == "auto" and not self.eval.shards.strip():
+            raise ConfigError(
+                "data.shards trains on your shards, but no held-out data to evaluate on: name "
+                "held-out shards in eval.shards (and eval.classes for zero-shot), or set "
+                "eval.source = 'world' to evaluate on the built-in world's sets on purpose "
+                "(shards exported from it)"
+            )
         st = self.strategy
         if st.selects:
             b = self.train.batch_size

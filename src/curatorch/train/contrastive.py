@@ -17,8 +17,15 @@ from typing import Any
 
 import torch
 
-from curatorch.data import PairDataset, World, build_tokenizer, build_world, check_shard_captions
-from curatorch.eval import evaluate
+from curatorch.data import (
+    BUILTIN_TOKENIZER,
+    PairDataset,
+    World,
+    build_tokenizer,
+    build_world,
+    check_shard_captions,
+)
+from curatorch.eval import build_shard_evaluator, evaluate
 from curatorch.losses import sigmoid_contrastive_loss_sharded
 from curatorch.models import TwoTower, TwoTowerConfig, build_model, two_tower_forward_flops
 from curatorch.train.config import ExperimentConfig, config_to_dict
@@ -33,6 +40,7 @@ __all__ = [
     "AUTO_REFERENCE",
     "ContrastiveTask",
     "build_selector",
+    "needs_world",
     "open_reference",
     "patch_sizes_for",
     "prepare_reference",
@@ -41,6 +49,25 @@ __all__ = [
 
 # ``strategy.reference`` value that trains the reference inside the run folder
 AUTO_REFERENCE = "curated"
+
+
+def needs_world(cfg: ExperimentConfig) -> bool:
+    """Whether a run of ``cfg`` builds the built-in world: for its pools (no
+    ``data.shards``), its tokenizer (``data.tokenizer = "builtin"``), its evaluation sets
+    (evaluation not on held-out shards) or its curated pool (``strategy.reference =
+    "curated"``). Training on shards with a tokenizer file, held-out evaluation shards
+    and a reference of its own builds nothing of a world."""
+    st = cfg.strategy
+    return (
+        not cfg.data.shards
+        or cfg.data.tokenizer == BUILTIN_TOKENIZER
+        or not cfg.eval.on_shards()
+        or (st.needs_reference and st.reference == AUTO_REFERENCE)
+    )
+
+
+# the images' normalisation: curatorch's two-tower reads x / 127.5 - 1 (mean = std = 0.5)
+_MEAN = _STD = (0.5, 0.5, 0.5)
 
 
 def patch_sizes_for(cfg: ExperimentConfig, model_cfg: TwoTowerConfig) -> tuple[int, int]:
@@ -115,7 +142,7 @@ def prepare_reference(
     cfg: ExperimentConfig,
     out: Path,
     *,
-    world: World,
+    world: World | None,
     shards: list[str],
     dist: DistContext,
     progress: bool,
@@ -132,6 +159,8 @@ def prepare_reference(
         return cfg
     from curatorch.train.reference import curated_reference_config, obtain_reference
 
+    if world is None:
+        raise ValueError("strategy.reference = 'curated' trains on the built-in world's pool")
     ref = obtain_reference(
         out,
         data=cfg.data,
@@ -298,14 +327,24 @@ class ContrastiveTask(BaseTask):
     def prepare_data(self, run: RunContext) -> None:
         cfg, dist = self.cfg, run.dist
         self.run = run
-        if self.world is None:
+        if self.world is None and needs_world(cfg):
             self.world = build_world(cfg.data)
+        self.shard_eval = None
         if cfg.data.shards:
             from curatorch.data.shards import ShardStream, expand_shards
 
             self.shards = expand_shards(cfg.data.shards)
             tokenizer = build_tokenizer(cfg.data, self.world)
             check_shard_captions(cfg.data, tokenizer, self.shards)  # before any step
+            if cfg.eval.on_shards() and dist.is_main:  # read once, before any step
+                self.shard_eval = build_shard_evaluator(
+                    cfg.eval,
+                    image_size=cfg.data.image_size,
+                    mean=_MEAN,
+                    std=_STD,
+                    tokenizer=tokenizer,
+                    device=run.device,
+                )
             stream = ShardStream(
                 self.shards,
                 image_size=cfg.data.image_size,
@@ -335,7 +374,6 @@ class ContrastiveTask(BaseTask):
         cfg, dist = self.cfg, run.dist
         # the strategies' randomness; rank 0 keeps the single-process stream
         self.gen = torch.Generator().manual_seed(cfg.train.seed + 1 + 1_000_003 * dist.rank)
-        assert self.world is not None  # set by prepare_data
         sel_cfg = prepare_reference(
             cfg, run.out, world=self.world, shards=self.shards, dist=dist, progress=run.progress
         )
@@ -432,9 +470,14 @@ class ContrastiveTask(BaseTask):
         return self.source.counts()
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
-        assert self.world is not None
         cfg = self.cfg
         train_patch, _ = patch_sizes_for(cfg, self.model_cfg)
+        if self.shard_eval is not None:
+            return self.shard_eval.evaluate(
+                self.model, patch_size=cfg.eval.patch_size or train_patch
+            )
+        if self.world is None:
+            raise ValueError("evaluation on the built-in world needs the world (eval.source)")
         return evaluate(
             self.model,
             self.world.eval,

@@ -11,7 +11,7 @@ from curatorch.train.config import ExperimentConfig, ModelSection
 __all__ = ["model_config_for", "train_patch_size"]
 
 
-def model_config_for(cfg: ExperimentConfig, world: World) -> TwoTowerConfig:
+def model_config_for(cfg: ExperimentConfig, world: World | None) -> TwoTowerConfig:
     """The registry's config for ``cfg.model.size``, sized to the world's images and to
     the tokenizer ``data.tokenizer`` names (vocabulary, context length, pad id), with the
     section's patch sizes and attention implementation."""
