@@ -7,9 +7,10 @@ learning rate of every step (linear warmup, cosine decay), clips, runs under aut
 ``torch.compile`` and ``DistributedDataParallel`` when asked, applies the non-finite policy
 (stop, or skip the update) to the loss and the gradients, evaluates every ``eval_every``
 steps into ``metrics.jsonl``, appends the task's gradient diagnostics to
-``diagnostics.jsonl``, checkpoints atomically every ``checkpoint_every`` steps (never a
-non-finite weight), resumes exactly, and writes ``summary.json``. It never looks at which
-strategy or integrator a task uses.
+``diagnostics.jsonl`` (both also as TensorBoard scalars with ``train.log = "tensorboard"``),
+says on stderr when the data source skipped samples, checkpoints atomically every
+``checkpoint_every`` steps (never a non-finite weight), resumes exactly, and writes
+``summary.json``. It never looks at which strategy or integrator a task uses.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from curatorch.train.distributed import DistContext
 from curatorch.train.records import append_jsonl, read_jsonl, truncate_jsonl
 from curatorch.train.schedule import lr_at
 from curatorch.train.task import RunContext, Task
+from curatorch.train.tblog import TB_DIR, TensorBoardLog, require_tensorboard
 
 __all__ = [
     "RUN_FILES",
@@ -67,6 +69,7 @@ RUN_FILES = (
     "checkpoints",
     "reference",
     "reference-cache",
+    TB_DIR,
 )
 # what shows that training started: without these a folder is a start that failed early
 _STARTED = ("metrics.jsonl", "summary.json", "checkpoints")
@@ -77,6 +80,7 @@ _RESUMABLE_DIFFERENCES = {
     ("train", "device"),
     ("train", "threads"),
     ("train", "steps"),
+    ("train", "log"),
     ("eval", "batch_size"),
     ("data", "num_workers"),
 }
@@ -302,6 +306,14 @@ def _all_reduce_grads(model: torch.nn.Module) -> None:
             tdist.all_reduce(p.grad)
 
 
+def _skip_reasons(record: dict[str, Any]) -> str:
+    """``"truncated_tar 10, corrupt_image 2"``: the reasons a record counts skips under."""
+    prefix = "data_skipped_"
+    return ", ".join(
+        f"{k[len(prefix) :]} {v}" for k, v in record.items() if k.startswith(prefix) and v
+    )
+
+
 def _where(last_ckpt: Path | None) -> str:
     return f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint yet"
 
@@ -339,6 +351,10 @@ class Trainer:
         self.last_record: dict[str, Any] = {}
         self.last_ckpt: Path | None = None
         self.t_start = time.perf_counter()
+        self.tb: TensorBoardLog | None = None
+        self.skips_reported = 0  # data_samples_skipped of the last record (rank 0)
+        data = task.config_dict().get("data", {})
+        self.data_where = " in data.shards" if data.get("shards") else ""
 
     @classmethod
     def start(
@@ -357,6 +373,8 @@ class Trainer:
         :meth:`Task.close` (``trainer.task.close()``) when done."""
         dist = dist or DistContext()
         out = Path(out_dir)
+        if task.train_cfg.log == "tensorboard":
+            require_tensorboard()  # before anything is written
         resuming = _prepare_shared(
             out, config=task.config_dict(), resume=resume, overwrite=overwrite, dist=dist
         )
@@ -403,6 +421,8 @@ class Trainer:
         if cfg.compile:
             forward = torch.compile(forward)  # type: ignore[assignment]
         task.set_forward(forward)
+        if self.main and cfg.log == "tensorboard":
+            self.tb = TensorBoardLog(self.out, resumed_step=self.prog.step or None)
 
     def restore(self) -> None:
         """Load the latest checkpoint into the model, optimizer and task (resume)."""
@@ -433,6 +453,8 @@ class Trainer:
         if self.main:
             truncate_jsonl(self.metrics_path, self.prog.step)
             truncate_jsonl(self.diag_path, self.prog.step)
+            kept = read_jsonl(self.metrics_path)
+            self.skips_reported = int(kept[-1].get("data_samples_skipped", 0)) if kept else 0
             print(f"resuming {self.out} from step {self.prog.step} ({folder})", file=sys.stderr)
 
     def checkpoint(self) -> Path | None:
@@ -492,6 +514,9 @@ class Trainer:
         record.update(counts)
         prog.loss_sums, prog.loss_total, prog.loss_count = {}, 0.0, 0
         append_jsonl(self.metrics_path, record)
+        if self.tb is not None:
+            self.tb.metrics(record)
+        self.report_skips(record)
         if self.on_eval is not None:
             self.on_eval(record)
         self.last_record = record
@@ -550,7 +575,24 @@ class Trainer:
             prog.flops[k] = prog.flops.get(k, 0) + v
         if diag and self.main:
             append_jsonl(self.diag_path, {"step": prog.step, **diag})
+            if self.tb is not None:
+                self.tb.diagnostics({"step": prog.step, **diag})
         return loss
+
+    def report_skips(self, record: dict[str, Any]) -> None:
+        """One line on stderr (through tqdm: the bar stays intact) when the data source
+        skipped samples since the last evaluation (rank 0)."""
+        total = int(record.get("data_samples_skipped", 0))
+        if total <= self.skips_reported:
+            return
+        from tqdm.auto import tqdm
+
+        new, self.skips_reported = total - self.skips_reported, total
+        tqdm.write(
+            f"step {record['step']}: skipped {new} more sample{'s' if new > 1 else ''} "
+            f"({total} in all: {_skip_reasons(record)}){self.data_where}",
+            file=sys.stderr,
+        )
 
     def skip(self, loss: float, bar: Any = None) -> None:
         """A non-finite loss or gradient: stop (``train.on_nonfinite = "stop"``) or skip."""
@@ -608,6 +650,12 @@ class Trainer:
                 self.last_ckpt = self.checkpoint()
         bar.close()
 
+    def close(self) -> None:
+        """Close the TensorBoard event file (after :meth:`finish`, or on an error)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
     def interrupted(self, exc: KeyboardInterrupt) -> TrainingInterrupted:
         where = (
             f"last checkpoint {self.last_ckpt}; repeat the command with --resume to continue"
@@ -641,6 +689,15 @@ class Trainer:
         }
         if dist.world_size > 1:
             summary["world_size"] = dist.world_size
+        skipped = int(self.last_record.get("data_samples_skipped", 0))
+        if skipped:
+            seen = skipped + int(self.last_record.get("data_samples_ok", 0))
+            print(
+                f"{self.out}: {skipped} of {seen} training samples were skipped "
+                f"({_skip_reasons(self.last_record)}){self.data_where}; the counts are the "
+                f"data_samples_skipped and data_skipped_* fields of metrics.jsonl",
+                file=sys.stderr,
+            )
         atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         dist.barrier()
         return summary
@@ -686,10 +743,13 @@ def train_task(
             dist=dist,
         )
         try:
-            trainer.loop()
-        except KeyboardInterrupt as exc:
-            raise trainer.interrupted(exc) from exc
-        return trainer.finish()
+            try:
+                trainer.loop()
+            except KeyboardInterrupt as exc:
+                raise trainer.interrupted(exc) from exc
+            return trainer.finish()
+        finally:
+            trainer.close()
     finally:
         task.close()
         task.set_forward(torch.nn.Identity())  # DDP holds the process group: release it
