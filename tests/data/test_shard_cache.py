@@ -40,10 +40,15 @@ def cache_dir(tmp_path: Path) -> Path:
             keys=keys,
             image=_emb(len(keys), seed),
             text=_emb(len(keys), seed + 10),
-            meta={"checkpoint_sha256": SHA, "url": f"/data/{shard}.tar"},
+            meta={"model_fingerprint": SHA, "url": f"/data/{shard}.tar"},
         )
     write_shard_cache_meta(
-        out, logit_scale=10.0, logit_bias=-5.0, checkpoint_sha256=SHA, meta={"dim": D}
+        out,
+        logit_scale=10.0,
+        logit_bias=-5.0,
+        model_fingerprint=SHA,
+        model_kind="hf-siglip",
+        meta={"dim": D},
     )
     return out
 
@@ -52,7 +57,8 @@ def test_round_trip(cache_dir: Path) -> None:
     assert is_shard_cache(cache_dir)
     assert not [p for p in cache_dir.rglob("*") if p.name.startswith(".")]  # no temp files
     cache = ShardEmbeddingCache(cache_dir)
-    assert (cache.logit_scale, cache.logit_bias, cache.checkpoint_sha256) == (10.0, -5.0, SHA)
+    assert (cache.logit_scale, cache.logit_bias, cache.fingerprint) == (10.0, -5.0, SHA)
+    assert cache.kind == "hf-siglip" and cache.checkpoint_sha256 is None
     assert cache.meta["dim"] == D
     image, text = cache.lookup(["b", "a", "a", "b", "a"], ["k0", "k2", "k0", "x", "k0"])
     assert image.dtype == text.dtype == torch.float16 and tuple(image.shape) == (5, D)
@@ -88,7 +94,7 @@ def test_stale_shard_file_is_an_error(cache_dir: Path) -> None:
         keys=["x"],
         image=_emb(1, 3),
         text=_emb(1, 4),
-        meta={"checkpoint_sha256": "cd" * 32},
+        meta={"model_fingerprint": "cd" * 32},
     )
     cache = ShardEmbeddingCache(cache_dir)
     cache.lookup(["a"], ["k1"])
@@ -96,6 +102,25 @@ def test_stale_shard_file_is_an_error(cache_dir: Path) -> None:
         cache.lookup(["b"], ["x"])
     with pytest.raises(ValueError, match=r"b\.safetensors is stale"):
         cache.check_covers(["a", "b"])
+
+
+def test_cache_of_another_model_is_refused_naming_both(cache_dir: Path) -> None:
+    cache = ShardEmbeddingCache(cache_dir)
+    cache.check_model(fingerprint=SHA, kind="hf-siglip")
+    for fingerprint, kind in (("ef" * 32, "hf-siglip"), (SHA, "hf-clip")):
+        with pytest.raises(ValueError, match="another model") as err:
+            cache.check_model(fingerprint=fingerprint, kind=kind, fix="do this")
+        line = str(err.value)
+        assert "\n" not in line and str(cache_dir) in line and line.endswith("; do this")
+        assert f"hf-siglip {SHA[:12]}..., not {kind} {fingerprint[:12]}..." in line
+
+
+def test_cache_without_a_fingerprint_is_refused(cache_dir: Path) -> None:
+    meta = json.loads((cache_dir / "meta.json").read_text())
+    del meta["model_fingerprint"], meta["model_kind"]
+    (cache_dir / "meta.json").write_text(json.dumps({**meta, "checkpoint_sha256": SHA}))
+    with pytest.raises(ValueError, match="before caches recorded the model's fingerprint"):
+        ShardEmbeddingCache(cache_dir)
 
 
 def test_not_a_cache_and_bad_arguments(cache_dir: Path, tmp_path: Path) -> None:
@@ -106,16 +131,16 @@ def test_not_a_cache_and_bad_arguments(cache_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not the meta file"):
         ShardEmbeddingCache(cache_dir)
     ok = {"shard": "s", "keys": ["a"], "image": _emb(1, 0), "text": _emb(1, 1)}
-    with pytest.raises(ValueError, match="checkpoint_sha256"):
-        save_shard_embeddings(tmp_path, **ok, meta={})
+    with pytest.raises(ValueError, match="model_fingerprint"):
+        save_shard_embeddings(tmp_path, **ok, meta={"checkpoint_sha256": SHA})
     with pytest.raises(ValueError, match="shard must be"):
-        save_shard_embeddings(tmp_path, **{**ok, "shard": "../s"}, meta={"checkpoint_sha256": SHA})
+        save_shard_embeddings(tmp_path, **{**ok, "shard": "../s"}, meta={"model_fingerprint": SHA})
     with pytest.raises(ValueError, match="unique"):
         bad = {**ok, "keys": ["a", "a"], "image": _emb(2, 0), "text": _emb(2, 1)}
-        save_shard_embeddings(tmp_path, **bad, meta={"checkpoint_sha256": SHA})
+        save_shard_embeddings(tmp_path, **bad, meta={"model_fingerprint": SHA})
     with pytest.raises(ValueError, match=r"\[n=1, D\]"):
         save_shard_embeddings(
-            tmp_path, **{**ok, "text": _emb(2, 1)}, meta={"checkpoint_sha256": SHA}
+            tmp_path, **{**ok, "text": _emb(2, 1)}, meta={"model_fingerprint": SHA}
         )
 
 
@@ -124,7 +149,8 @@ def test_shard_reference_serves_batches(cache_dir: Path) -> None:
         cache_dir,
         logit_scale=10.0,
         logit_bias=-5.0,
-        checkpoint_sha256=SHA,
+        model_fingerprint=SHA,
+        model_kind="hf-siglip",
         meta={"dim": D, "embed_flops": 1234},
     )
     ref = load_shard_reference(cache_dir, urls=["/somewhere/a.tar", "/else/b.tar"])

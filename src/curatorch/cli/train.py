@@ -41,7 +41,22 @@ def register(sub: Any) -> None:
         help="cache a reference model's embeddings of a pool, or of every shard when the "
         "config sets data.shards (for JEST training)",
     )
-    p.add_argument("checkpoint", type=Path, help="reference run folder or checkpoint folder")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="reference: a curatorch run or checkpoint folder, or an HF model folder "
+        "(same as --model)",
+    )
+    p.add_argument("--model", type=Path, default=None, help="reference model folder")
+    p.add_argument(
+        "--model-source",
+        choices=("auto", "curatorch", "hf"),
+        default="auto",
+        help="what the model folder holds (auto: an HF SigLIP/CLIP folder by its "
+        "config.json, else a curatorch run; a folder with both is refused)",
+    )
     p.add_argument("--config", type=Path, required=True, help="config whose data to embed")
     p.add_argument("--out", type=Path, required=True, help="cache folder to write")
     p.add_argument(
@@ -52,6 +67,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a shard cache in --out written by another model",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_set_option(p)
     p.set_defaults(handler=_embed)
@@ -67,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
 
     def show(record: dict) -> None:
         keys = ("zeroshot_acc", "fewshot_acc", "i2t_r1", "t2i_r1", "mean_score")
-        scores = " ".join(f"{k}={record[k]:.3f}" for k in keys)
+        scores = " ".join(f"{k}={record[k]:.3f}" for k in keys if k in record)
         tqdm.write(
             f"step {record['step']:>6} examples {record['examples_seen']:>9} {scores}",
             file=sys.stderr,
@@ -124,22 +144,40 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed_model_path(args: argparse.Namespace) -> Path:
+    """The reference folder: the positional argument or ``--model`` (exactly one)."""
+    if (args.checkpoint is None) == (args.model is None):
+        raise ValueError(
+            "embed needs the reference model once: a positional CHECKPOINT or --model PATH"
+        )
+    return args.checkpoint if args.checkpoint is not None else args.model
+
+
 def _embed(args: argparse.Namespace) -> int:
     from curatorch.data import build_world
     from curatorch.train import load_config
     from curatorch.train.reference import embed_pool
+    from curatorch.train.shard_reference import detect_model_source
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = _embed_model_path(args)
     cfg = load_config(config_path(args.config), args.overrides)
     output_dir(args.out, create=False)  # the cache writer puts the folder in place
     if cfg.data.shards:
         if args.pool is not None:
             raise ValueError("--pool does not apply when the config sets data.shards")
-        return _embed_shards(args, cfg)
+        return _embed_shards(args, cfg, model)
+    if detect_model_source(model, args.model_source) != "curatorch":
+        raise ValueError(
+            f"model {model} is an HF model: it embeds shards (set data.shards); the built-in "
+            f"pools are embedded by a curatorch run"
+        )
+    if args.overwrite:
+        raise ValueError("--overwrite applies to shard caches (data.shards)")
     world = build_world(cfg.data)
     meta = embed_pool(
-        args.checkpoint,
+        model,
         world=world,
         data=cfg.data,
         pool_name=args.pool or "raw",
@@ -153,27 +191,33 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed_shards(args: argparse.Namespace, cfg: Any) -> int:
-    """``curatorch embed`` with ``data.shards``: one cache file per shard."""
+def _embed_shards(args: argparse.Namespace, cfg: Any, model: Path) -> int:
+    """``curatorch embed`` with ``data.shards``: one cache file per shard, by any adapter."""
     from curatorch.data import build_tokenizer, build_world, check_shard_captions, expand_shards
+    from curatorch.data.tokenizer import BUILTIN_TOKENIZER
     from curatorch.train.shard_reference import embed_shards
 
     urls = expand_shards(cfg.data.shards)
-    # the world gives the built-in tokenizer and image size; its pools are not embedded
-    world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
+    world = None
+    if cfg.data.tokenizer == BUILTIN_TOKENIZER:  # the world gives the built-in tokenizer
+        world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
     tokenizer = build_tokenizer(cfg.data, world)
     check_shard_captions(cfg.data, tokenizer, urls)
     meta = embed_shards(
-        args.checkpoint,
+        model,
         urls=urls,
         tokenizer=tokenizer,
-        image_size=world.raw.image_size,
+        image_size=cfg.data.image_size,
         out=args.out,
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        model_source=args.model_source,
+        overwrite=args.overwrite,
+        tokenizer_name=f"data.tokenizer = {cfg.data.tokenizer!r}",
     )
-    keys = ("out", "count", "samples_skipped", "checkpoint", "checkpoint_sha256")
+    keys = ("out", "count", "samples_skipped", "model", "model_kind", "model_fingerprint")
+    keys += tuple(k for k in ("checkpoint", "checkpoint_sha256") if k in meta)
     summary = {k: meta[k] for k in keys}
-    print(json.dumps({**summary, "shards": len(meta["shards"])}))
+    print(json.dumps({**summary, "logit_bias": meta["logit_bias"], "shards": len(meta["shards"])}))
     return 0

@@ -5,16 +5,19 @@ keys, not integer ids, and a shard set can be far larger than memory, so the cac
 one file per shard and loads them as training reaches them:
 
 ```
-CACHE/meta.json                    logit_scale, logit_bias, checkpoint_sha256, ...
+CACHE/meta.json                    logit_scale, logit_bias, model_fingerprint, model_kind, ...
 CACHE/shards/000000.safetensors    image, text [n, D] float16 (L2-normalised);
                                    keys [bytes] uint8 (a JSON list of the n keys);
-                                   header metadata: shard, count, checkpoint_sha256
+                                   header metadata: shard, count, model_fingerprint
 CACHE/shards/000001.safetensors    ...
 ```
 
-Every file is written to a temporary sibling and renamed into place. A shard file records
-the checkpoint it was computed with; one that disagrees with ``meta.json`` is stale (left
-over from an earlier reference) and is an error, never silently used.
+Every file is written to a temporary sibling and renamed into place. The cache belongs to
+one model, named by its :meth:`~curatorch.models.ImageTextModel.fingerprint` and ``kind``
+(``"curatorch"``, ``"hf-siglip"``, ``"hf-clip"``). A shard file records the fingerprint of
+the model it was computed with; one that disagrees with ``meta.json`` is stale (left over
+from an earlier reference) and is an error, never silently used; so is a cache written by
+another model than the one expected (:meth:`ShardEmbeddingCache.check_model`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "ShardEmbeddingCache",
     "is_shard_cache",
     "save_shard_embeddings",
+    "short_fingerprint",
     "write_shard_cache_meta",
 ]
 
@@ -44,6 +48,12 @@ SHARD_CACHE_FORMAT = "curatorch-shard-embeddings"
 _META = "meta.json"
 _SHARDS = "shards"
 _RERUN = "run `curatorch embed` again"
+_SHORT = 12  # hex digits of a fingerprint shown in messages
+
+
+def short_fingerprint(fingerprint: str | None) -> str:
+    """The first 12 hex digits of a model fingerprint and ``...`` (``'?'`` when unknown)."""
+    return f"{fingerprint[:_SHORT]}..." if fingerprint else "?"
 
 
 def _check_shard(shard: str) -> None:
@@ -74,8 +84,8 @@ def save_shard_embeddings(
         shard: the shard's name (:func:`curatorch.data.shard_name`).
         keys: the ``n`` unique ``__key__`` of the embedded samples; row ``i`` is ``keys[i]``.
         image, text: ``[n, D]`` embeddings (stored as float16).
-        meta: JSON-able facts about this shard; must hold ``checkpoint_sha256``, the hash
-            of the reference weights, which :class:`ShardEmbeddingCache` compares with
+        meta: JSON-able facts about this shard; must hold ``model_fingerprint``, the
+            reference model's fingerprint, which :class:`ShardEmbeddingCache` compares with
             ``meta.json`` to detect stale shard files.
 
     Returns the file written.
@@ -91,14 +101,14 @@ def save_shard_embeddings(
             f"image and text must both be [n={n}, D], got {tuple(image.shape)} and "
             f"{tuple(text.shape)}"
         )
-    sha = meta.get("checkpoint_sha256") if isinstance(meta, Mapping) else None
-    if not isinstance(sha, str) or not sha:
-        raise ValueError("meta must hold the reference checkpoint's 'checkpoint_sha256'")
+    fingerprint = meta.get("model_fingerprint") if isinstance(meta, Mapping) else None
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ValueError("meta must hold the reference model's 'model_fingerprint'")
     header = {
         "format": SHARD_CACHE_FORMAT,
         "shard": shard,
         "count": str(n),
-        "checkpoint_sha256": sha,
+        "model_fingerprint": fingerprint,
         "meta": json.dumps(dict(meta)),
     }
     tensors = {
@@ -116,19 +126,23 @@ def write_shard_cache_meta(
     *,
     logit_scale: float,
     logit_bias: float,
-    checkpoint_sha256: str,
+    model_fingerprint: str,
+    model_kind: str,
     meta: Mapping[str, Any],
 ) -> None:
     """Write ``out_dir/meta.json`` atomically: the reference's temperature ``logit_scale``
-    and bias ``logit_bias``, the hash of its weights, and the JSON-able ``meta``."""
-    if not isinstance(checkpoint_sha256, str) or not checkpoint_sha256:
-        raise ValueError(f"checkpoint_sha256 must be a non-empty string, got {checkpoint_sha256!r}")
+    and bias ``logit_bias`` (both unitless: pair logits are ``t * cos + b``), its
+    ``model_fingerprint`` and ``model_kind``, and the JSON-able ``meta``."""
+    for name, value in (("model_fingerprint", model_fingerprint), ("model_kind", model_kind)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a non-empty string, got {value!r}")
     info = {
         **dict(meta),
         "format": SHARD_CACHE_FORMAT,
         "logit_scale": float(logit_scale),
         "logit_bias": float(logit_bias),
-        "checkpoint_sha256": checkpoint_sha256,
+        "model_fingerprint": model_fingerprint,
+        "model_kind": model_kind,
     }
     text = json.dumps(info, indent=1)
     out = Path(out_dir)
@@ -167,7 +181,10 @@ class ShardEmbeddingCache:
 
     Attributes:
         path: the folder. logit_scale, logit_bias: the reference's ``t`` and ``b``.
-        checkpoint_sha256: hash of the reference weights every shard file must match.
+        fingerprint: the reference model's fingerprint, which every shard file must match.
+        kind: the reference model's kind (``"curatorch"``, ``"hf-siglip"``, ``"hf-clip"``).
+        checkpoint_sha256: SHA-256 of a curatorch checkpoint's weights file (``None`` for
+            other models).
         meta: everything in ``meta.json``.
     """
 
@@ -192,15 +209,36 @@ class ShardEmbeddingCache:
                 f"{meta_file} is not the meta file of a shard embedding cache (format "
                 f"{meta.get('format') if isinstance(meta, dict) else None!r})"
             )
-        for key in ("logit_scale", "logit_bias", "checkpoint_sha256"):
+        if "model_fingerprint" not in meta and "checkpoint_sha256" in meta:
+            raise ValueError(
+                f"shard embedding cache {self.path} was written before caches recorded the "
+                f"model's fingerprint; {_RERUN}"
+            )
+        for key in ("logit_scale", "logit_bias", "model_fingerprint", "model_kind"):
             if key not in meta:
                 raise ValueError(f"shard embedding cache {meta_file} lacks {key!r}")
         self.meta: dict[str, Any] = meta
         self.logit_scale = float(meta["logit_scale"])
         self.logit_bias = float(meta["logit_bias"])
-        self.checkpoint_sha256 = str(meta["checkpoint_sha256"])
+        self.fingerprint = str(meta["model_fingerprint"])
+        self.kind = str(meta["model_kind"])
+        sha = meta.get("checkpoint_sha256")
+        self.checkpoint_sha256: str | None = str(sha) if sha else None
         self.max_cached_shards = max_cached_shards
         self._loaded: OrderedDict[str, _Shard] = OrderedDict()
+
+    def check_model(self, *, fingerprint: str, kind: str, fix: str = _RERUN) -> None:
+        """Refuse a cache written by another model than ``kind`` / ``fingerprint``.
+
+        Raises a one-line ``ValueError`` naming the cache, both models (kind and short
+        fingerprint) and ``fix``.
+        """
+        if (self.fingerprint, self.kind) != (fingerprint, kind):
+            raise ValueError(
+                f"shard embedding cache {self.path} was written by another model: "
+                f"{self.kind} {short_fingerprint(self.fingerprint)}, not {kind} "
+                f"{short_fingerprint(fingerprint)}; {fix}"
+            )
 
     def shard_file(self, shard: str) -> Path:
         """Path of a shard's embedding file (which may not exist)."""
@@ -216,12 +254,12 @@ class ShardEmbeddingCache:
         header = header or {}
         if header.get("format") != SHARD_CACHE_FORMAT:
             raise ValueError(f"{file} is not a shard embedding file; {_RERUN}")
-        sha = header.get("checkpoint_sha256", "")
-        if sha != self.checkpoint_sha256:
+        got = header.get("model_fingerprint", "")
+        if got != self.fingerprint:
             raise ValueError(
-                f"shard embedding file {file} is stale: it was computed with the checkpoint "
-                f"sha256 {sha[:12] or '?'}..., but {self.path / _META} records "
-                f"{self.checkpoint_sha256[:12]}...; {_RERUN}"
+                f"shard embedding file {file} is stale: it was computed by the model "
+                f"{short_fingerprint(got)}, but {self.path / _META} records "
+                f"{short_fingerprint(self.fingerprint)}; {_RERUN}"
             )
         if header.get("shard") != shard:
             raise ValueError(f"{file} holds shard {header.get('shard')!r}, not {shard!r}; {_RERUN}")

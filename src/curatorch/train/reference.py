@@ -374,7 +374,14 @@ def _embed(
     t0 = time.perf_counter()
     if urls:
         embed_shards(
-            ckpt, urls=urls, tokenizer=world.tokenizer, image_size=data.image_size, out=cache, **kw
+            ckpt,
+            urls=urls,
+            tokenizer=world.tokenizer,
+            image_size=data.image_size,
+            out=cache,
+            model_source="curatorch",
+            overwrite=True,  # not current (checked by the caller): another model's cache
+            **kw,
         )
     else:
         embed_pool(ckpt, world=world, data=data, pool_name=data.pool, out=cache, **kw)

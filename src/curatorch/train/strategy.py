@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from curatorch.data.images import float_images
-from curatorch.models import TwoTower
+from curatorch.models import ImagePreprocessing, TwoTower
 from curatorch.selection import (
     ModelEmbeddings,
     PairScorer,
@@ -60,10 +60,15 @@ class Candidates:
             shards=None if self.shards is None else [self.shards[i] for i in idx],
         )
 
-    def to_device(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(images, tokens)`` on ``device``: images float32 in [-1, 1] ``[n, 3, H, W]``
-        (pinned and copied without blocking on CUDA)."""
-        images = float_images(self.images)
+    def to_device(
+        self, device: torch.device, preprocessing: ImagePreprocessing | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, tokens)`` on ``device`` (pinned and copied without blocking on CUDA).
+
+        Images are float32 ``[n, 3, S, S]`` in the model's normalisation: ``preprocessing``
+        (an :class:`~curatorch.models.ImageTextModel`'s), or curatorch's own
+        :func:`float_images` (``x / 127.5 - 1``) when ``None``."""
+        images = float_images(self.images) if preprocessing is None else preprocessing(self.images)
         tokens = self.tokens
         if device.type == "cuda":
             images, tokens = images.pin_memory(), tokens.pin_memory()
@@ -172,7 +177,9 @@ class Selector:
             was_training = model.training
             model.eval()
             with torch.no_grad():
-                images, tokens = candidates.to_device(device)
+                # an adapter's own normalisation; a bare TwoTower's is float_images
+                pre = getattr(model, "preprocessing", None)
+                images, tokens = candidates.to_device(device, pre)
                 img = model.encode_image(images, patch_size=self.score_patch_size).float()
                 txt = model.encode_text(tokens).float()
             model.train(was_training)
