@@ -161,7 +161,7 @@ def test_sampler_arguments_are_checked(batch_size: int, chunks: int, mode: str) 
     size = 16
     learner = _embeddings(size, 4, norm=1.0, scale=10.0, bias=-10.0, dtype=torch.float64, seed=0)
     scorer = PairScorer(learner=learner, score="hard-learner")
-    valid = 1 <= batch_size <= size and chunks >= 1 and batch_size % chunks == 0
+    valid = 1 <= batch_size <= size and chunks >= 1  # any b: chunk sizes differ by <= 1
     valid = valid and mode in ("sample", "topk")
     calls = {
         "joint": lambda: joint_select(scorer, batch_size=batch_size, chunks=chunks, mode=mode),
