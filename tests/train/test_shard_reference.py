@@ -24,6 +24,7 @@ from curatorch.data.webshards import write_web_shards
 from curatorch.models import (
     HFCLIPAdapter,
     HFSiglipAdapter,
+    TwoTowerAdapter,
     build_model,
     fit_logit_bias,
     get_model_config,
@@ -220,6 +221,26 @@ def test_model_folder_errors_exit_2(env: dict) -> None:
     HFSiglipAdapter.from_config({**SIGLIP, "text_config": tiny_text}).hf.save_pretrained(str(small))
     rc, _, err = _embed(env, root / "c4", str(small))
     assert rc == 2 and "40 rows" in err and not (root / "c4").exists()
+    pool = ("--set", "data.shards=''", "--set", "data.tokenizer='builtin'")
+    rc, _, err = _embed(
+        env, root / "c5", str(root / "siglip"), *pool, "--set", "data.context_length=0"
+    )
+    assert rc == 2 and "is an HF model: it embeds shards" in err
+
+
+def test_candidates_take_the_models_normalisation(env: dict) -> None:
+    tokenizer = load_tokenizer(env["tok"], CONTEXT)
+    _, pixels, tokens = _samples(expand_shards(str(env["pattern"]))[0], tokenizer)
+    batch = Candidates(pixels, tokens)
+    cpu = torch.device("cpu")
+    cfg = get_model_config("tiny", image_size=IMAGE, vocab_size=VOCAB, context_length=CONTEXT)
+    ours = TwoTowerAdapter(build_model(cfg)).preprocessing
+    assert torch.equal(batch.to_device(cpu)[0], float_images(pixels))  # as before
+    assert torch.equal(batch.to_device(cpu, ours)[0], float_images(pixels))
+    clip = load_model_adapter("hf", env["root"] / "clip").preprocessing
+    images, got_tokens = batch.to_device(cpu, clip)
+    assert torch.equal(images, clip(pixels)) and torch.equal(got_tokens, tokens)
+    assert not torch.allclose(images, float_images(pixels))
 
 
 def test_jest_selector_reads_an_hf_cache(env: dict) -> None:
