@@ -199,6 +199,7 @@ def test_smoke_config_learns_from_exported_shards(tmp_path: Path, capsys) -> Non
     args = ["train", str(smoke), "--out", str(run), "--no-progress"]
     for override in (
         f"data.shards='{summary['pattern']}'",
+        "eval.source='world'",  # the shards are the smoke world's own raw pool
         "train.steps=200",
         "train.eval_every=200",
         "train.checkpoint_every=200",

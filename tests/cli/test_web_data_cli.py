@@ -125,3 +125,19 @@ def test_tokenizer_bad_input_exits_2(
         rc, _, err = _run(["data", "tokenizer", *argv], capsys)
         assert rc == 2 and match in err and err.count("\n") == 1, err
     assert not (tmp_path / "t.json").exists()
+
+
+def test_training_on_shards_without_held_out_data_is_refused(
+    web: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The built-in world's evaluation sets have nothing to do with the user's shards: no
+    silent evaluation on them; eval.source = 'world' asks for it on purpose."""
+    cfg = web["dir"] / "tiny.toml"
+    cfg.write_text(TINY)
+    sets = [f"data.shards='{web['pattern']}'", f"data.tokenizer='{web['tok']}'"]
+    argv = ["train", str(cfg), "--out", str(web["dir"] / "run"), "--no-progress"]
+    argv += [x for s in sets for x in ("--set", s)]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2
+    assert "no held-out data to evaluate on" in err and "eval.shards" in err
+    assert "eval.source = 'world'" in err and not (web["dir"] / "run" / "metrics.jsonl").exists()

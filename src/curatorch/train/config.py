@@ -242,6 +242,17 @@ class EvalConfig:
             )
         self._validate_shards()
 
+    def check_has_eval_data(self, data_shards: str) -> None:
+        """Training on ``data.shards`` needs held-out data: ``eval.shards``, or the built-in
+        world's sets named on purpose (``eval.source = "world"``). Raises ConfigError."""
+        if data_shards and self.source == "auto" and not self.shards.strip():
+            raise ConfigError(
+                "data.shards trains on your shards, but no held-out data to evaluate on: name "
+                "held-out shards in eval.shards (and eval.classes for zero-shot), or set "
+                "eval.source = 'world' to evaluate on the built-in world's sets on purpose "
+                "(shards exported from it)"
+            )
+
     def on_shards(self) -> bool:
         """Whether evaluation reads held-out shards (else the built-in world's sets)."""
         return self.source == "shards" or (self.source == "auto" and bool(self.shards.strip()))
@@ -367,13 +378,6 @@ class ExperimentConfig:
         for section in (self.model, self.optim, self.train, self.eval):
             section.validate()
         self.strategy.validate(require_reference=require_reference)
-        if self.data.shards and self.eval.source == "auto" and not self.eval.shards.strip():
-            raise ConfigError(
-                "data.shards trains on your shards, but no held-out data to evaluate on: name "
-                "held-out shards in eval.shards (and eval.classes for zero-shot), or set "
-                "eval.source = 'world' to evaluate on the built-in world's sets on purpose "
-                "(shards exported from it)"
-            )
         st = self.strategy
         if st.selects:
             b = self.train.batch_size

@@ -313,6 +313,7 @@ class ContrastiveTask(BaseTask):
         self, cfg: ExperimentConfig, *, world: World | None = None, pool: PairDataset | None = None
     ) -> None:
         cfg.validate()
+        cfg.eval.check_has_eval_data(cfg.data.shards)  # training evaluates; embed does not
         if cfg.data.shards and pool is not None:
             raise ValueError("train(pool=...) and data.shards cannot be used together")
         self.cfg = cfg
