@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,23 +93,55 @@ def test_auto_keeps_small_blocks_eager_and_compiles_large_ones() -> None:
     assert K.resolve_kernel("blocked", rows=1, columns=1, device=cpu) == "blocked"
 
 
-def test_a_failed_compilation_falls_back_with_a_warning(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (FileNotFoundError("no C++ compiler\nmore detail"), "FileNotFoundError: no C\\+\\+"),
+        (AssertionError(), "AssertionError: AssertionError\\(\\)"),  # no message at all
+    ],
+)
+def test_a_failed_compilation_falls_back_with_one_warning(monkeypatch, error, shown) -> None:
     def broken(*args, **kwargs):
-        raise RuntimeError("no C++ compiler\nmore detail")
+        raise error
 
     monkeypatch.setattr(K, "_compiled_fn", lambda device_type, exact: broken)
     monkeypatch.setattr(K, "AUTO_COMPILE_PAIRS", 1)
     monkeypatch.setattr(K, "_broken", {})
     eager, auto = _scorers(60, torch.float64, kernel="auto", tile=16)
     chosen = torch.arange(5)
-    with pytest.warns(RuntimeWarning, match="compiled score kernel failed on cpu.*no C\\+\\+"):
+    with pytest.warns(RuntimeWarning, match="compiled score kernel failed on cpu.*" + shown):
         got = auto.cross_sums(chosen)
     torch.testing.assert_close(got, eager.cross_sums(chosen))
-    assert not K.compiled_kernel_available("cpu")
+    assert not K.compiled_kernel_available("cpu") and "cpu" in K.compile_failures()
     assert K.resolve_kernel("auto", rows=5, columns=60, device=torch.device("cpu")) == "blocked"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: later calls tile without compiling
+        torch.testing.assert_close(auto.cross_sums(chosen), got)
     _, explicit = _scorers(60, torch.float64, kernel="compiled", tile=16)
-    with pytest.raises(RuntimeError, match="no C"):
+    with pytest.raises(type(error)):
         explicit.cross_sums(chosen)
+
+
+def test_other_errors_are_not_taken_for_a_failed_compilation(monkeypatch) -> None:
+    def fails(*args, **kwargs):
+        raise RuntimeError("a real error in the inputs")
+
+    monkeypatch.setattr(K, "_compiled_fn", lambda device_type, exact: fails)
+    monkeypatch.setattr(K, "AUTO_COMPILE_PAIRS", 1)
+    monkeypatch.setattr(K, "_broken", {})
+    _, auto = _scorers(60, torch.float64, kernel="auto", tile=16)
+    with pytest.raises(RuntimeError, match="a real error"):
+        auto.cross_sums(torch.arange(5))
+    assert K.compiled_kernel_available("cpu")
+
+
+def test_compiled_bf16_matches_the_blocked_bf16() -> None:
+    _, blocked = _scorers(300, torch.float32, kernel="blocked", precision="bf16", tile=64)
+    _, fused = _scorers(300, torch.float32, kernel="compiled", precision="bf16", tile=64)
+    chosen = torch.arange(0, 300, 7)
+    torch.testing.assert_close(
+        fused.cross_sums(chosen), blocked.cross_sums(chosen), rtol=1e-5, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,17 +10,19 @@ two ``[n, B]`` blocks per model, each written by the matrix product, then read a
 by the softplus, then read by the sum: three passes over blocks that do not fit in cache.
 
 The ``"compiled"`` kernel splits the candidates into column tiles of ``tile`` (sized so a
-``[n, tile]`` block stays in the L2 cache on CPU) and runs one ``torch.compile`` d function
-per tile and model: both products, then softplus, scale and bias and the column sums in one
-fused pass over the block (C++ with vector intrinsics on CPU, Triton on CUDA). On CPU the
-softplus is evaluated as ``max(x, 0) + u P(u)``, ``u = exp(-|x|)``, with ``P`` a degree-8
-polynomial fit to ``log1p(u) / u`` on ``[0, 1]`` (relative error below 5e-8, under float32's
-resolution): one transcendental per pair instead of two. In float64 the exact softplus is
-used. ``"blocked"`` is the same tiling without compilation (for machines where
-``torch.compile`` cannot build kernels). ``"auto"`` picks ``"compiled"`` for blocks large
-enough to repay the compilation (a few seconds, once per process and shape) and
-``"eager"`` for small ones, and falls back to ``"blocked"`` with a warning that names the
-error when compilation fails.
+``[n, tile]`` block stays in the L2 cache on CPU) and runs one ``torch.compile`` d
+function per tile and model: both products, then softplus, scale and bias and the column
+sums in one fused pass over the block (C++ with vector intrinsics on CPU, Triton on CUDA).
+In float32 (on every device) the softplus is evaluated as ``max(x, 0) + u P(u)``, ``u =
+exp(-|x|)``, with ``P`` a degree-8 polynomial fit to ``log1p(u) / u`` on ``[0, 1]``
+(relative error below 5e-8, under float32's resolution): one transcendental per pair
+instead of two. In float64 the exact softplus is used. ``"blocked"`` is the same tiling
+without compilation (for machines where ``torch.compile`` cannot build kernels).
+``"auto"`` picks ``"compiled"`` for blocks large enough to repay the compilation (a few
+seconds, once per process and shape) and ``"eager"`` for small ones, and falls back to
+``"blocked"`` with one warning that names the error when compilation fails (a compiler
+error: an out-of-memory error or bad input is raised as it is; :func:`compile_failures`
+lists what failed).
 
 Sums over a tile's ``n`` rows are accumulated in float32 (float64 for float64 blocks); the
 samplers accumulate conditional scores across chunks in float64.
@@ -39,6 +41,7 @@ from torch import Tensor
 __all__ = [
     "KERNELS",
     "PRECISIONS",
+    "compile_failures",
     "compiled_kernel_available",
     "default_tile",
     "pair_softplus_sums",
@@ -107,6 +110,33 @@ _broken: dict[str, str] = {}  # device type -> why compilation failed there
 def compiled_kernel_available(device: torch.device | str) -> bool:
     """Whether the compiled kernel has not failed on this device type in this process."""
     return torch.device(device).type not in _broken
+
+
+def compile_failures() -> dict[str, str]:
+    """Device type -> why the compiled kernel failed there (and ``"auto"`` tiles without
+    compiling), for reports."""
+    return dict(_broken)
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "``torch.compile`` could not build the kernel" (not an
+    out-of-memory error or bad input, which are raised as they are)."""
+    errors: list[type[BaseException]] = []
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+
+        errors.append(TorchDynamoException)
+    except ImportError:  # pragma: no cover - torch without dynamo
+        pass
+    try:
+        from torch._inductor.exc import InductorError  # type: ignore[attr-defined]
+
+        errors.append(InductorError)
+    except ImportError:  # pragma: no cover - older torch
+        pass
+    # a missing C++ compiler or Triton surfaces as these from the backend
+    errors += [OSError, ImportError, NotImplementedError, AssertionError]
+    return tuple(errors)
 
 
 def _compiled_fn(device_type: str, exact: bool) -> Callable[..., Tensor]:
@@ -190,7 +220,7 @@ def pair_softplus_sums(
     kind = resolve_kernel(kernel, rows=n, columns=size, device=device)
     if tile is None:
         tile = default_tile(n, size, device)
-    if not isinstance(tile, int) or tile < 1:
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
         raise ValueError(f"tile must be an int >= 1, got {tile!r}")
     t = torch.tensor(scale, dtype=out_dtype, device=device)
     b = torch.tensor(bias, dtype=out_dtype, device=device)
@@ -204,10 +234,11 @@ def pair_softplus_sums(
         try:
             _run_tiles(fn, *args, tile, out)
             return out
-        except Exception as exc:  # compilation failed: say so once, then tile without it
-            if kernel == "compiled":
+        except _compile_errors() as exc:  # compilation failed: say so once, tile without it
+            if kernel == "compiled" or isinstance(exc, torch.OutOfMemoryError):
                 raise
-            _broken[device.type] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            first = (str(exc).splitlines() or [repr(exc)])[0][:200]
+            _broken[device.type] = f"{type(exc).__name__}: {first}"
             warnings.warn(
                 f"curatorch.selection: the compiled score kernel failed on {device.type} "
                 f"({_broken[device.type]}); using the blocked kernel (same results, slower)",

@@ -368,9 +368,12 @@ def _matmul_precision(precision: str) -> Iterator[None]:
         yield
         return
     matmul = torch.backends.cuda.matmul
-    before = matmul.allow_tf32
-    matmul.allow_tf32 = True
+    # torch >= 2.9 has fp32_precision; reading the legacy allow_tf32 after it was set
+    # raises there, so use the new flag where it exists
+    key = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    before = getattr(matmul, key)
+    setattr(matmul, key, "tf32" if key == "fp32_precision" else True)
     try:
         yield
     finally:
-        matmul.allow_tf32 = before
+        setattr(matmul, key, before)
