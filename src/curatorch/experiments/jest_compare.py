@@ -1,7 +1,9 @@
-"""Strategy comparison: JEST's headline results (the paper's Figures 1, 3 and 4) on a world.
+"""Strategy comparison: JEST's headline results (the paper's Figures 1, 3 and 4) on a
+built-in world or on the user's shards.
 
-``run_compare(cc, out)`` trains (or reuses) a reference model on the curated pool and
-caches its embeddings of the raw pool, then trains every configured strategy with the
+``run_compare(cc, out)`` obtains a reference (``compare.reference``: a cache, or a model
+embedded once; else one trained on the curated pool or on ``compare.reference_shards``)
+and caches its embeddings of the training data, then trains every configured strategy with the
 same learner, the same training budget (``train.steps x train.batch_size``) and the same
 seeds, and measures, against the baseline (IID) run's final score:
 
@@ -21,6 +23,7 @@ A compare config is an experiment config (``[data]``, ``[model]`` ... as for
     baseline = "iid"           # whose final score is the target
     reference_steps = 400      # reference training (0 = train.steps)
     quick = ["train.steps=150", "compare.seeds=[0]"]   # what --quick overrides
+    # on data.shards: reference = "CACHE | RUN | HF_FOLDER" or reference_shards = "CURATED"
 
     [[compare.strategies]]
     name = "jest"
@@ -44,6 +47,7 @@ from typing import Any
 import torch
 
 from curatorch.data import World, build_world
+from curatorch.eval import SHARD_EVAL_SCORES
 from curatorch.eval.evaluate import EVAL_METRICS
 from curatorch.train import (
     CheckpointError,
@@ -58,12 +62,14 @@ from curatorch.train import (
 )
 from curatorch.train.config import (
     EXPERIMENT_SECTIONS,
+    EvalConfig,
     Section,
     coerce_value,
     read_toml,
     section_from_dict,
     sections_from_dict,
 )
+from curatorch.train.contrastive import needs_world
 from curatorch.train.records import read_jsonl
 from curatorch.train.reference import obtain_reference
 
@@ -75,13 +81,20 @@ __all__ = [
     "compare_section_from_dict",
     "load_compare_config",
     "parse_compare_config",
+    "recorded_metrics",
     "run_compare",
     "summarize",
     "to_target",
 ]
 
-# metrics a target can be set on (zeroshot_chance is a constant, not a score)
-TARGET_METRICS = tuple(m for m in EVAL_METRICS if m != "zeroshot_chance")
+# metrics a target can be set on (zeroshot_chance is a constant, not a score): the
+# built-in evaluation's and the held-out shards' (which of these a run records depends on
+# its evaluation: shards without labels have no zero-shot or few-shot score)
+TARGET_METRICS = tuple(
+    dict.fromkeys(m for m in (*EVAL_METRICS, *SHARD_EVAL_SCORES) if m != "zeroshot_chance")
+)
+# scores that held-out shards give only with eval.classes (and the probe with shots)
+_LABEL_METRICS = ("zeroshot_acc", "fewshot_acc")
 
 
 @dataclass(frozen=True)
@@ -113,9 +126,13 @@ class CompareSection:
         baseline: the strategy whose final (seed-averaged) metric is the target and whose
             totals the speedups divide.
         only: run only these strategies (the baseline is always run); empty = all.
-        reference: an existing reference embedding cache or checkpoint (a checkpoint is
-            embedded once into ``OUT/reference-cache``); empty = train one into
-            ``OUT/reference`` on the curated pool.
+        reference: an existing reference embedding cache, or a model embedded once into
+            ``OUT/reference-cache``: a curatorch run or checkpoint, or (``data.shards``) a
+            Hugging Face SigLIP/CLIP folder; empty = train one into ``OUT/reference``.
+        reference_shards: the curated shards (a pattern) the reference is trained on
+            when ``reference`` is empty, with the learner's settings; its embeddings of
+            the training shards are cached. Empty = the built-in world's curated pool
+            (a comparison on ``data.shards`` then needs ``reference``).
         reference_steps / reference_batch_size / reference_model: the reference's
             training (0 / "" = the learner's steps, batch size, model size).
         analyze: write the Figure-2 selection plots (learnability matrix, vs chunks, vs
@@ -133,6 +150,7 @@ class CompareSection:
     baseline: str = "iid"
     only: tuple[str, ...] = ()
     reference: str = ""
+    reference_shards: str = ""
     reference_steps: int = 0
     reference_batch_size: int = 0
     reference_model: str = ""
@@ -174,6 +192,11 @@ class CompareSection:
         for name in self.only:
             if name not in names:
                 raise ConfigError(f"compare.only: unknown strategy {name!r} (known: {names})")
+        if self.reference and self.reference_shards:
+            raise ConfigError(
+                "compare.reference and compare.reference_shards cannot both be set: the "
+                "reference is given, or trained on the curated shards"
+            )
         for key in ("reference_steps", "reference_batch_size"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"compare.{key} must be >= 0, got {getattr(self, key)}")
@@ -272,6 +295,47 @@ def _run_configs(
     return runs
 
 
+def _check_metric_recorded(eval_cfg: EvalConfig, metric: str) -> None:
+    """Refuse a target metric that the runs' evaluation does not record: a held-out-shard
+    score on the built-in sets, a label score without ``eval.classes`` (or the probe
+    without ``eval.fewshot_shots``)."""
+    if not eval_cfg.on_shards():
+        if metric not in EVAL_METRICS:
+            raise ConfigError(
+                f"compare.metric = {metric!r} is a held-out-shards score; the built-in "
+                f"evaluation records {[m for m in TARGET_METRICS if m in EVAL_METRICS]}"
+            )
+        return
+    if metric in _LABEL_METRICS and not eval_cfg.classes:
+        raise ConfigError(
+            f"compare.metric = {metric!r} needs labelled held-out shards: set eval.classes "
+            f"(without it they give {[m for m in SHARD_EVAL_SCORES if m not in _LABEL_METRICS]} "
+            f"and mean_score)"
+        )
+    if metric == "fewshot_acc" and not eval_cfg.fewshot_shots:
+        raise ConfigError("compare.metric = 'fewshot_acc' needs eval.fewshot_shots >= 1, got 0")
+
+
+def _check_shard_comparison(base: ExperimentConfig, section: CompareSection) -> None:
+    """A comparison on ``data.shards`` takes its reference from the user's data
+    (``compare.reference`` or ``compare.reference_shards``) unless it uses the built-in
+    world on purpose (:func:`~curatorch.train.contrastive.needs_world`: the built-in
+    tokenizer or evaluation); ``reference_shards`` needs ``data.shards``."""
+    if section.reference_shards and not base.data.shards:
+        raise ConfigError(
+            "compare.reference_shards trains the reference on curated shards and embeds the "
+            "training shards: it needs data.shards"
+        )
+    given = section.reference or section.reference_shards
+    if base.data.shards and not given and not needs_world(base):
+        raise ConfigError(
+            "compare.reference: a comparison on data.shards needs a reference from your "
+            "data: a shard cache (curatorch embed), a curatorch run/checkpoint or an HF "
+            "model folder (embedded once), or compare.reference_shards = curated shards "
+            "to train one on"
+        )
+
+
 def parse_compare_config(
     raw: Mapping[str, Any], overrides: Sequence[str] = (), *, quick: bool = False
 ) -> CompareConfig:
@@ -296,6 +360,8 @@ def parse_compare_config(
     # the comparison supplies the reference of the strategies that need one
     base.validate(require_reference=False)
     section = compare_section_from_dict(table, base)
+    _check_metric_recorded(base.eval, section.metric)
+    _check_shard_comparison(base, section)
     return CompareConfig(base=base, compare=section, runs=_run_configs(base, section))
 
 
@@ -402,11 +468,12 @@ def _log(msg: str) -> None:
 def _reference_config(cc: CompareConfig) -> ExperimentConfig:
     """The comparison's reference recipe: the learner's settings with
     ``compare.reference_steps`` / ``reference_batch_size`` / ``reference_model``, seed 0,
-    IID on the curated pool, four evaluations and two checkpoints over its run."""
+    IID on ``compare.reference_shards`` (curated shards) or else the built-in world's
+    curated pool, four evaluations and two checkpoints over its run."""
     base, c = cc.base, cc.compare
     cfg = dataclasses.replace(
         base,
-        data=dataclasses.replace(base.data, pool="curated"),
+        data=dataclasses.replace(base.data, pool="curated", shards=c.reference_shards),
         model=dataclasses.replace(base.model, size=c.reference_model or base.model.size),
         train=dataclasses.replace(
             base.train,
@@ -432,16 +499,18 @@ def prepare_reference(
     cc: CompareConfig,
     out: Path,
     *,
-    world: World,
+    world: World | None,
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None] = _log,
 ) -> tuple[str, dict[str, Any]]:
-    """The comparison's reference embedding cache of the training pool
+    """The comparison's reference embedding cache of the training pool or shards
     (:func:`~curatorch.train.reference.obtain_reference`): ``compare.reference`` (a cache
-    as is, a checkpoint embedded once into ``OUT/reference-cache``), or one trained on the
-    curated pool into ``OUT/reference`` (:func:`_reference_config`). Both are reused when
-    current. Returns ``(cache path, info)``."""
+    as is; a curatorch run/checkpoint or an HF model folder embedded once into
+    ``OUT/reference-cache``), or one trained on the curated pool or
+    ``compare.reference_shards`` into ``OUT/reference`` (:func:`_reference_config`). Both
+    are reused when current. ``world`` is ``None`` when no built-in world is needed.
+    Returns ``(cache path, info)``."""
     c = cc.compare
     try:
         ref = obtain_reference(
@@ -500,19 +569,23 @@ _WORKER_WORLDS: dict[str, World] = {}
 def _train_job(
     cfg: ExperimentConfig, run_dir: Path, overwrite: bool, job: int, steps: Any
 ) -> dict[str, Any]:
-    """One run of a comparison in a worker process (the world is built once per process);
-    each evaluation puts ``(job, step)`` on the ``steps`` queue (``None``: no reports)."""
-    key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
-    if key not in _WORKER_WORLDS:
-        _WORKER_WORLDS.clear()
-        _WORKER_WORLDS[key] = build_world(cfg.data)
+    """One run of a comparison in a worker process (the world, when the run needs one, is
+    built once per process); each evaluation puts ``(job, step)`` on the ``steps`` queue
+    (``None``: no reports)."""
+    world = None
+    if needs_world(cfg):
+        key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
+        if key not in _WORKER_WORLDS:
+            _WORKER_WORLDS.clear()
+            _WORKER_WORLDS[key] = build_world(cfg.data)
+        world = _WORKER_WORLDS[key]
     return _train(
         cfg,
         run_dir,
         resume=not overwrite,
         overwrite=overwrite,
         progress=False,
-        world=_WORKER_WORLDS[key],
+        world=world,
         on_eval=None if steps is None else (lambda r: steps.put((job, int(r["step"])))),
     )
 
@@ -602,7 +675,7 @@ def _train_jobs(
     *,
     workers: int,
     metric: str,
-    world: World,
+    world: World | None,
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None],
@@ -643,15 +716,35 @@ def _train_jobs(
     return done
 
 
+def recorded_metrics(
+    records: Mapping[int, Sequence[Mapping[str, Any]]], *, metric: str, where: str = "runs"
+) -> list[str]:
+    """The :data:`TARGET_METRICS` that every evaluation record of every seed holds (the
+    built-in evaluation's, or the held-out shards' that exist: retrieval always, zero-shot
+    and few-shot with labels). Raises ``ValueError`` naming ``compare.metric`` when
+    ``metric`` is not among them."""
+    recs = [r for rs in records.values() for r in rs]
+    have = [m for m in TARGET_METRICS if recs and all(m in r for r in recs)]
+    if metric not in have:
+        raise ValueError(
+            f"compare.metric = {metric!r} is not in the evaluation records of {where} "
+            f"(they hold {have}); choose one of those"
+        )
+    return have
+
+
 def _collect_runs(
     strategies: Sequence[StrategyRun],
     seeds: Sequence[int],
     run_dirs: Mapping[tuple[str, int], Path],
     run_cfgs: Mapping[tuple[str, int], ExperimentConfig],
     done: Mapping[tuple[str, int], float],
+    *,
+    metric: str,
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]], dict[str, Any]]:
     """Per strategy: its seed-averaged curves (:func:`aggregate_runs` of the runs'
-    ``metrics.jsonl``), the wall seconds of each seed's run and the last seed's config.
+    ``metrics.jsonl``, over the scores they record: :func:`recorded_metrics`), the wall
+    seconds of each seed's run and the last seed's config.
 
     Returns ``(curves, walls, configs)``, each keyed by strategy name.
     """
@@ -662,7 +755,8 @@ def _collect_runs(
         records = {seed: _read_metrics(run_dirs[(st.name, seed)]) for seed in seeds}
         walls[st.name] = [done[(st.name, seed)] for seed in seeds]
         configs[st.name] = config_to_dict(run_cfgs[(st.name, seeds[-1])])
-        curves[st.name] = aggregate_runs(records, list(TARGET_METRICS))
+        have = recorded_metrics(records, metric=metric, where=f"{st.name}'s runs")
+        curves[st.name] = aggregate_runs(records, have)
     return curves, walls, configs
 
 
@@ -674,9 +768,10 @@ def _plot_curves(
     labels: Mapping[str, str],
     target: float,
     seeds: int,
+    baseline: str,
 ) -> dict[str, str]:
-    """Write the score-vs-examples and score-vs-FLOPs plots into ``out``; returns
-    ``{x: file name}``."""
+    """Write the ``metric``-vs-examples and -vs-FLOPs plots into ``out`` (the target:
+    ``baseline``'s final ``metric``); returns ``{x: file name}``."""
     from curatorch.report.compare import plot_compare_curves
 
     plots: dict[str, str] = {}
@@ -693,6 +788,7 @@ def _plot_curves(
             target=target,
             xlabel=xlabel,
             seeds=seeds,
+            target_label=f"target ({labels.get(baseline, baseline)} final)",
         )
         plots[x] = fname
     return plots
@@ -704,17 +800,26 @@ def _analyze_if_selecting(
     reference: str,
     out: Path,
     *,
-    world: World,
+    world: World | None,
     plots: dict[str, str],
+    log: Callable[[str], None],
 ) -> dict[str, Any] | None:
     """With ``compare.analyze`` and a strategy that uses the reference, the Figure-2
     analysis of the baseline's first-seed learner (its plots added to ``plots``); else
-    ``None``."""
+    ``None``. On shards the analysis is not run, which is said on ``log`` and
+    recorded as ``{"skipped": why}`` (the report says it too)."""
     c = cc.compare
     if not (
         c.analyze and any(cc.runs[s.name][c.seeds[0]].strategy.needs_reference for s in strategies)
     ):
         return None
+    if world is None or cc.base.data.shards:
+        why = (
+            "the Figure-2 selection analysis reads the built-in world's pools and concepts; "
+            "not run on data.shards (set compare.analyze = false to silence this)"
+        )
+        log(f"compare.analyze: {why}")
+        return {"skipped": why}
     learner = out / "runs" / c.baseline / f"seed{c.seeds[0]}"
     t0 = time.perf_counter()
     analysis = _analyze(cc.base, learner, reference, out, world=world, seeds=c.analyze_seeds)
@@ -769,6 +874,18 @@ def _results_record(
     }
 
 
+def _needs_world(cc: CompareConfig) -> bool:
+    """Whether the comparison builds the built-in world: for a run that needs it
+    (:func:`~curatorch.train.contrastive.needs_world`: pools, the built-in tokenizer or
+    evaluation, a run's own ``strategy.reference = "curated"``), or for the reference
+    trained on the world's curated pool (neither ``compare.reference`` nor
+    ``compare.reference_shards``)."""
+    c = cc.compare
+    if not (c.reference or c.reference_shards):
+        return True
+    return any(needs_world(cc.runs[st.name][seed]) for st in c.active for seed in c.seeds)
+
+
 def run_compare(
     cc: CompareConfig,
     out: str | os.PathLike[str],
@@ -789,7 +906,7 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     c = cc.compare
-    world = build_world(cc.base.data)
+    world = build_world(cc.base.data) if _needs_world(cc) else None
     reference, ref_info = prepare_reference(
         cc, out, world=world, overwrite=overwrite, progress=progress, log=log
     )
@@ -811,14 +928,24 @@ def run_compare(
         progress=progress,
         log=log,
     )
-    curves, walls, configs = _collect_runs(strategies, c.seeds, run_dirs, run_cfgs, done)
+    curves, walls, configs = _collect_runs(
+        strategies, c.seeds, run_dirs, run_cfgs, done, metric=c.metric
+    )
     summary = summarize(curves, baseline=c.baseline, metric=c.metric)
     labels = {s.name: s.title for s in strategies}
     target = curves[c.baseline][c.metric][-1]
     plots = _plot_curves(
-        curves, out, metric=c.metric, labels=labels, target=target, seeds=len(c.seeds)
+        curves,
+        out,
+        metric=c.metric,
+        labels=labels,
+        target=target,
+        seeds=len(c.seeds),
+        baseline=c.baseline,
     )
-    analysis = _analyze_if_selecting(cc, strategies, reference, out, world=world, plots=plots)
+    analysis = _analyze_if_selecting(
+        cc, strategies, reference, out, world=world, plots=plots, log=log
+    )
     results = _results_record(
         cc,
         summary=summary,

@@ -8,7 +8,19 @@ from typing import Any
 
 from curatorch.report.figures import pyplot, save_figure
 
-__all__ = ["compare_markdown", "compare_table", "plot_compare_curves"]
+__all__ = ["SCORE_COLUMNS", "compare_markdown", "compare_table", "plot_compare_curves"]
+
+# the per-score columns of the table, in this order, where the runs recorded the score
+# (the built-in evaluation: the first four; held-out shards: retrieval, and zero-shot and
+# few-shot with labels)
+SCORE_COLUMNS = {
+    "zeroshot_acc": "zeroshot",
+    "fewshot_acc": "fewshot",
+    "i2t_r1": "i2t R@1",
+    "t2i_r1": "t2i R@1",
+    "i2t_r5": "i2t R@5",
+    "t2i_r5": "t2i R@5",
+}
 
 
 def plot_compare_curves(
@@ -21,10 +33,12 @@ def plot_compare_curves(
     target: float | None = None,
     xlabel: str = "",
     seeds: int = 0,
+    target_label: str = "target (IID final)",
 ) -> None:
-    """One line per strategy: the seed-averaged ``metric`` against ``x``, with a band from
-    the lowest to the highest seed (``<metric>_min`` / ``<metric>_max``), and the target
-    as a dashed horizontal line."""
+    """One line per strategy: the seed-averaged ``metric`` (any recorded score:
+    ``mean_score``, ``i2t_r1`` ...) against ``x``, with a band from the lowest to the
+    highest seed (``<metric>_min`` / ``<metric>_max``), and the target as a dashed
+    horizontal line named ``target_label``."""
     plt = pyplot()
     labels = labels or {}
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -35,7 +49,7 @@ def plot_compare_curves(
         if lo is not None and hi is not None:
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
     if target is not None:
-        ax.axhline(target, color="k", linestyle="--", linewidth=1, label="target (IID final)")
+        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=target_label)
     if x == "flops_total":
         ax.set_xscale("log")
     ax.set_xlabel(xlabel or x)
@@ -65,18 +79,24 @@ def _one_seed(results: Mapping[str, Any]) -> bool:
     return len(results.get("seeds", ())) == 1
 
 
+def _score_columns(summary: Mapping[str, Any]) -> list[str]:
+    """The :data:`SCORE_COLUMNS` some strategy's final record holds."""
+    finals = [s["final"] for s in summary["strategies"].values()]
+    return [m for m in SCORE_COLUMNS if any(m in f for f in finals)]
+
+
 def _rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The table's head and rows: final mean_score, the recorded scores, and the target
+    arithmetic of every strategy."""
     summary = results["summary"]
     curves = results["curves"]
     labels = results.get("labels", {})
     one_seed = _one_seed(results)
+    scores = _score_columns(summary)
     head = [
         "strategy",
         "final mean_score (1 seed)" if one_seed else "final mean_score",
-        "zeroshot",
-        "fewshot",
-        "i2t R@1",
-        "t2i R@1",
+        *(SCORE_COLUMNS[m] for m in scores),
         "examples to target",
         "speedup (examples)",
         "FLOPs to target",
@@ -94,10 +114,7 @@ def _rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             [
                 labels.get(name, name),
                 score,
-                f"{f.get('zeroshot_acc', float('nan')):.3f}",
-                f"{f.get('fewshot_acc', float('nan')):.3f}",
-                f"{f.get('i2t_r1', float('nan')):.3f}",
-                f"{f.get('t2i_r1', float('nan')):.3f}",
+                *(f"{f[m]:.3f}" if m in f else "—" for m in scores),
                 _fmt_count(s["examples_to_target"]),
                 _fmt_x(summary["speedup_examples"][name]),
                 _fmt_count(s["flops_to_target"]),
@@ -120,13 +137,99 @@ def compare_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reference_lines(ref: Mapping[str, Any]) -> list[str]:
+    """What the reference was: trained here (on the curated pool or curated shards), a
+    given model embedded once, or a given cache."""
+    cache = f"embedding cache `{ref.get('cache')}`"
+    if ref.get("given") and ref.get("model"):
+        return [
+            f"Reference: the given {ref.get('model_source', '')} model `{ref['model']}`, "
+            f"embedded once into the {cache}.",
+            "",
+        ]
+    if ref.get("checkpoint"):
+        fin = ref.get("final", {})
+        where = (
+            f"the curated shards `{ref['shards']}`"
+            if ref.get("shards")
+            else f"the curated pool ({ref.get('curated_size')} examples)"
+        )
+        return [
+            f"Reference: `{ref.get('model')}`, {ref.get('steps')} steps of "
+            f"{ref.get('batch_size')} on {where}, final mean_score "
+            f"{fin.get('mean_score', float('nan')):.3f}; {cache}.",
+            "",
+        ]
+    if ref.get("cache"):
+        return [f"Reference embedding cache: `{ref['cache']}`.", ""]
+    return []
+
+
+def _evaluation_lines(results: Mapping[str, Any]) -> list[str]:
+    """Where the runs were evaluated (from the baseline's recorded config): held-out
+    shards, or the built-in world's evaluation sets."""
+    base = results.get("configs", {}).get(results["target"]["baseline"], {})
+    ev, data = base.get("eval", {}), base.get("data", {})
+    if not data:
+        return []
+    if ev.get("source") == "shards" or (ev.get("source") == "auto" and ev.get("shards")):
+        labels = f", classes `{ev['classes']}`" if ev.get("classes") else " (retrieval only)"
+        where = f"the held-out shards `{ev['shards']}`{labels}"
+        train = f"the shards `{data.get('shards')}`"
+    else:
+        where = f"the built-in {data.get('world')} world's evaluation sets"
+        train = f"`{data['shards']}`" if data.get("shards") else f"its {data.get('pool')} pool"
+    return [f"Training data: {train}; evaluation on {where}.", ""]
+
+
+def _plot_lines(results: Mapping[str, Any]) -> list[str]:
+    """The plots with their captions, and why the selection analysis was not run."""
+    metric = results["target"]["metric"]
+    plots = results.get("plots", {})
+    captions = {
+        "examples_seen": f"{metric} against training examples"
+        + ("" if _one_seed(results) else " (band: min to max over seeds)"),
+        "flops_total": f"{metric} against total FLOPs, scoring included",
+        "learnability_matrix": "Learnability of one super-batch (examples grouped by concept)",
+        "learnability_vs_chunks": "Selected-batch learnability against the number of chunks",
+        "learnability_vs_filter_ratio": "Selected-batch learnability against the filter ratio",
+    }
+    lines: list[str] = []
+    if plots:
+        lines += ["## Plots", ""]
+        for key, fname in plots.items():
+            lines += [f"### {captions.get(key, key)}", "", f"![{key}]({fname})", ""]
+    skipped = (results.get("analysis") or {}).get("skipped")
+    if skipped:
+        lines += [f"Selection analysis: {skipped}.", ""]
+    return lines
+
+
+def _timing_lines(results: Mapping[str, Any]) -> list[str]:
+    """Each strategy's training wall time and the comparison's."""
+    timing = results.get("run_wall_s", {})
+    if not timing:
+        return []
+    return [
+        "## Wall time",
+        "",
+        "| strategy | training wall time, all seeds (s) |",
+        "|---|---|",
+        *(f"| {results.get('labels', {}).get(k, k)} | {v:.0f} |" for k, v in timing.items()),
+        "",
+        f"Total: {results.get('wall_s', 0):.0f} s wall, "
+        f"{results.get('workers', 1)} run(s) at a time with {results.get('threads')} "
+        f"thread(s) each (load average at the end: {results.get('load_average')}).",
+        "",
+    ]
+
+
 def compare_markdown(results: Mapping[str, Any]) -> str:
     """The Markdown report: setup, table, plots and how the numbers were measured."""
     head, rows = _rows(results)
     t = results["target"]
     budget = results["budget"]
     seeds = results["seeds"]
-    ref = results.get("reference") or {}
     lines = [
         "# JEST comparison",
         "",
@@ -137,22 +240,11 @@ def compare_markdown(results: Mapping[str, Any]) -> str:
         f"strategy's seed-averaged {t['metric']} first reaches it (linear interpolation "
         f"between evaluations); speedups divide {t['baseline']}'s totals by those. Total "
         f"FLOPs = training + learner scoring + reference scoring (with a cache: embedding "
-        f"the pool once, counted from step 0); the reference's own training is not "
-        f"included.",
+        f"the training data once, counted from step 0); the reference's own training is "
+        f"not included.",
         "",
-    ]
-    if ref.get("checkpoint"):
-        fin = ref.get("final", {})
-        lines += [
-            f"Reference: `{ref.get('model')}`, {ref.get('steps')} steps of "
-            f"{ref.get('batch_size')} on the curated pool ({ref.get('curated_size')} "
-            f"examples), final mean_score {fin.get('mean_score', float('nan')):.3f}; "
-            f"embedding cache `{ref.get('cache')}`.",
-            "",
-        ]
-    elif ref.get("cache"):
-        lines += [f"Reference embedding cache: `{ref['cache']}`.", ""]
-    lines += [
+        *_evaluation_lines(results),
+        *_reference_lines(results.get("reference") or {}),
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
         *("| " + " | ".join(r) + " |" for r in rows),
@@ -161,34 +253,9 @@ def compare_markdown(results: Mapping[str, Any]) -> str:
         if _one_seed(results)
         else "(± is the standard deviation over seeds.)",
         "",
+        *_plot_lines(results),
+        *_timing_lines(results),
     ]
-    plots = results.get("plots", {})
-    captions = {
-        "examples_seen": "Mean score against training examples"
-        + ("" if _one_seed(results) else " (band: min to max over seeds)"),
-        "flops_total": "Mean score against total FLOPs, scoring included",
-        "learnability_matrix": "Learnability of one super-batch (examples grouped by concept)",
-        "learnability_vs_chunks": "Selected-batch learnability against the number of chunks",
-        "learnability_vs_filter_ratio": "Selected-batch learnability against the filter ratio",
-    }
-    if plots:
-        lines += ["## Plots", ""]
-        for key, fname in plots.items():
-            lines += [f"### {captions.get(key, key)}", "", f"![{key}]({fname})", ""]
-    timing = results.get("run_wall_s", {})
-    if timing:
-        lines += [
-            "## Wall time",
-            "",
-            "| strategy | training wall time, all seeds (s) |",
-            "|---|---|",
-            *(f"| {results.get('labels', {}).get(k, k)} | {v:.0f} |" for k, v in timing.items()),
-            "",
-            f"Total: {results.get('wall_s', 0):.0f} s wall, "
-            f"{results.get('workers', 1)} run(s) at a time with {results.get('threads')} "
-            f"thread(s) each (load average at the end: {results.get('load_average')}).",
-            "",
-        ]
     if results.get("command"):
         lines += ["## Reproduce", "", "```bash", results["command"], "```", ""]
     return "\n".join(lines)

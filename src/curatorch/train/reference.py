@@ -353,6 +353,22 @@ def _cache_is_current(cache: Path, ckpt: Path, *, data: DataConfig, urls: list[s
     )
 
 
+def _shard_cache_is_current(cache: Path, model: Any, *, data: DataConfig, urls: list[str]) -> bool:
+    """Whether ``cache`` is a shard cache of the shards ``urls`` at ``data.image_size`` by
+    the loaded :class:`~curatorch.train.shard_reference.EmbedModel` ``model`` (its
+    fingerprint: weights and config, whatever the model's source)."""
+    from curatorch.data.shard_cache import is_shard_cache
+
+    meta = _read_json(cache / "meta.json")
+    return (
+        meta is not None
+        and is_shard_cache(cache)
+        and meta.get("model_fingerprint") == model.fingerprint
+        and meta.get("urls") == urls
+        and meta.get("image_size") == data.image_size
+    )
+
+
 def _finished_run_matches(run: Path, recipe: ExperimentConfig) -> dict[str, Any] | None:
     """The summary of the finished run in ``run`` when it was trained as ``recipe`` says
     (apart from what a resume may change: :func:`~curatorch.train.loop.config_differences`,
@@ -365,59 +381,106 @@ def _finished_run_matches(run: Path, recipe: ExperimentConfig) -> dict[str, Any]
     return None if diffs else summary
 
 
-def _embed(
-    ckpt: Path, cache: Path, *, data: DataConfig, world: World, urls: list[str], **kw: Any
-) -> float:
-    """Embed the training data with ``ckpt`` into ``cache``; returns the seconds taken."""
-    from curatorch.train.shard_reference import embed_shards
+def _embed_training_shards(
+    model_path: Path,
+    cache: Path,
+    *,
+    source: str,
+    data: DataConfig,
+    world: World | None,
+    urls: list[str],
+    device: torch.device | str,
+    progress: bool,
+    overwrite: bool,
+) -> float | None:
+    """Embed the shards ``urls`` with the model at ``model_path`` (``source``: a curatorch
+    checkpoint or an HF folder, through its adapter) into ``cache``, tokenized with
+    ``data.tokenizer`` (the built-in one only with ``world``), unless ``cache`` is already
+    this model's cache of these shards (and not ``overwrite``). Returns the seconds taken,
+    ``None`` when reused."""
+    from curatorch.data import build_tokenizer, check_shard_captions
+    from curatorch.train.shard_reference import embed_shards, load_embed_model
 
+    tokenizer = build_tokenizer(data, world)
+    model = load_embed_model(
+        model_path, source=source, pad_id=getattr(tokenizer, "pad_id", None), device=device
+    )
+    if not overwrite and _shard_cache_is_current(cache, model, data=data, urls=urls):
+        return None
     t0 = time.perf_counter()
-    if urls:
-        embed_shards(
-            ckpt,
-            urls=urls,
-            tokenizer=world.tokenizer,
-            image_size=data.image_size,
-            out=cache,
-            model_source="curatorch",
-            overwrite=True,  # not current (checked by the caller): another model's cache
-            **kw,
-        )
-    else:
-        embed_pool(ckpt, world=world, data=data, pool_name=data.pool, out=cache, **kw)
-        if not is_embedding_cache(cache):
-            raise TrainingError(f"the reference cache {cache} was not written")
+    check_shard_captions(data, tokenizer, urls)
+    embed_shards(
+        model,
+        urls=urls,
+        tokenizer=tokenizer,
+        image_size=data.image_size,
+        out=cache,
+        device=device,
+        progress=progress,
+        overwrite=True,  # not current: another model's (or other shards') cache
+        tokenizer_name=f"data.tokenizer = {data.tokenizer!r}",
+    )
     return round(time.perf_counter() - t0, 1)
+
+
+def _embed_pool_once(
+    ckpt: Path, cache: Path, *, data: DataConfig, world: World | None, **kw: Any
+) -> float:
+    """Embed the built-in pool ``data.pool`` with ``ckpt`` into ``cache``; returns the
+    seconds taken."""
+    if world is None:
+        raise ValueError(f"embedding the built-in pool {data.pool!r} needs the built-in world")
+    t0 = time.perf_counter()
+    embed_pool(ckpt, world=world, data=data, pool_name=data.pool, out=cache, **kw)
+    if not is_embedding_cache(cache):
+        raise TrainingError(f"the reference cache {cache} was not written")
+    return round(time.perf_counter() - t0, 1)
+
+
+def _trained_on(recipe: ExperimentConfig, world: World | None) -> tuple[str, dict[str, Any]]:
+    """What the reference ``recipe`` trains on, in words and as report facts: its own
+    curated ``data.shards``, else the built-in world's curated pool."""
+    if recipe.data.shards:
+        return f"the curated shards {recipe.data.shards}", {"shards": recipe.data.shards}
+    if world is None:
+        raise ValueError("the reference trains on the built-in world's curated pool: no world")
+    return (
+        f"the curated pool ({len(world.curated)} examples)",
+        {"curated_size": len(world.curated)},
+    )
 
 
 def _train_reference(
     recipe: ExperimentConfig,
     run: Path,
     *,
-    world: World,
+    world: World | None,
     reuse: bool,
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Train ``recipe`` on the curated pool into ``run`` (resumed when it holds a run of
-    it; a finished one is reused as is when ``reuse``); returns the reference's facts."""
+    """Train ``recipe`` (on its curated shards, or on the world's curated pool) into
+    ``run`` (resumed when it holds a run of it; a finished one is reused as is when
+    ``reuse``); returns the reference's facts."""
+    from curatorch.eval import SHARD_EVAL_SCORES
     from curatorch.train.contrastive import train
 
     cfg = recipe.train
+    where, facts = _trained_on(recipe, world)
     info: dict[str, Any] = {
         "checkpoint": str(run),
         "steps": cfg.steps,
         "batch_size": cfg.batch_size,
         "model": recipe.model.size,
-        "curated_size": len(world.curated),
+        **facts,
     }
     t0 = time.perf_counter()
     summary = _finished_run_matches(run, recipe) if reuse and not overwrite else None
     if summary is None:
         log(
             f"reference: training {recipe.model.size} for {cfg.steps} steps of "
-            f"{cfg.batch_size} on the curated pool ({len(world.curated)} examples) into {run}"
+            f"{cfg.batch_size} on {where} into {run}"
         )
         summary = train(
             recipe, run, resume=not overwrite, overwrite=overwrite, progress=progress, world=world
@@ -427,8 +490,67 @@ def _train_reference(
     else:
         info.update(reused=True, steps=summary.get("step", cfg.steps))
         info["wall_s"] = round(time.perf_counter() - t0, 1)
-    info["final"] = {m: summary.get(m) for m in EVAL_METRICS if m != "zeroshot_chance"}
+    scores = dict.fromkeys((*EVAL_METRICS, *SHARD_EVAL_SCORES))
+    info["final"] = {m: summary[m] for m in scores if m != "zeroshot_chance" and m in summary}
     return info
+
+
+def _given_model(path: Path, *, urls: list[str], key: str) -> tuple[Path, str]:
+    """``(model path, source)`` of a given reference that is not a cache: a curatorch run
+    or checkpoint (its checkpoint folder, ``"curatorch"``), or, for shards, a Hugging Face
+    SigLIP/CLIP folder (the folder, ``"hf"``). Errors name ``key``."""
+    from curatorch.train.shard_reference import detect_model_source
+
+    try:
+        source = detect_model_source(path)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc} (or a reference embedding cache)") from exc
+    if source == "hf":
+        if not urls:
+            raise ValueError(
+                f"{key} {path} is an HF model folder: it embeds shards (data.shards); a "
+                f"built-in pool's reference is a curatorch run, checkpoint or cache"
+            )
+        return path, "hf"
+    return find_checkpoint(path), "curatorch"
+
+
+def _trained_reference(
+    out: Path,
+    cache: Path,
+    *,
+    recipe: ExperimentConfig,
+    data: DataConfig,
+    world: World | None,
+    urls: list[str],
+    reuse: bool,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse) ``recipe``'s reference into ``out/reference``: on its own
+    ``data.shards`` (curated shards) when it names some, else on the world's curated
+    pool. Returns ``(its latest checkpoint, facts)``."""
+    ref_cfg = recipe
+    if not recipe.data.shards:
+        ref_cfg = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, pool="curated"))
+    ref_cfg.validate()
+    run = out / "reference"
+    latest = latest_checkpoint(run)
+    current = latest is not None and _cache_is_current(cache, latest, data=data, urls=urls)
+    info = _train_reference(
+        ref_cfg,
+        run,
+        world=world,
+        reuse=current or reuse,
+        overwrite=overwrite,
+        progress=progress,
+        log=log,
+    )
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise TrainingError(f"the reference run in {run} left no checkpoint")
+    return ckpt, info
 
 
 def _obtain(
@@ -437,7 +559,7 @@ def _obtain(
     given: str,
     recipe: ExperimentConfig | None,
     data: DataConfig,
-    world: World,
+    world: World | None,
     urls: list[str],
     device: torch.device | str,
     embed: bool,
@@ -450,39 +572,48 @@ def _obtain(
     from curatorch.data.shard_cache import is_shard_cache
 
     cache = out / "reference-cache"
+    source = "curatorch"
     if given:
         path = Path(given)
         if not path.exists():
             raise ValueError(f"{key} {path} does not exist")
         if is_embedding_cache(path) or is_shard_cache(path):
             return ObtainedReference(path, None, {"cache": str(path), "given": True})
-        ckpt, info = find_checkpoint(path), {"given": True}
+        ckpt, source = _given_model(path, urls=urls, key=key)
+        info: dict[str, Any] = {"given": True, "model": str(path), "model_source": source}
     else:
         assert recipe is not None  # checked by obtain_reference
-        ref_cfg = dataclasses.replace(
-            recipe, data=dataclasses.replace(recipe.data, pool="curated", shards="")
-        )
-        ref_cfg.validate()
-        run = out / "reference"
-        latest = latest_checkpoint(run)
-        current = latest is not None and _cache_is_current(cache, latest, data=data, urls=urls)
-        info = _train_reference(
-            ref_cfg,
-            run,
+        ckpt, info = _trained_reference(
+            out,
+            cache,
+            recipe=recipe,
+            data=data,
             world=world,
-            reuse=current or not embed,
+            urls=urls,
+            reuse=not embed,
             overwrite=overwrite,
             progress=progress,
             log=log,
         )
-        ckpt = latest_checkpoint(run)
-        if ckpt is None:
-            raise TrainingError(f"the reference run in {run} left no checkpoint")
     if not embed:
         return ObtainedReference(None, ckpt, info)
-    if overwrite or not _cache_is_current(cache, ckpt, data=data, urls=urls):
-        info["embed_s"] = _embed(
-            ckpt, cache, data=data, world=world, urls=urls, device=device, progress=progress
+    if urls:
+        took = _embed_training_shards(
+            ckpt,
+            cache,
+            source=source,
+            data=data,
+            world=world,
+            urls=urls,
+            device=device,
+            progress=progress,
+            overwrite=overwrite,
+        )
+        if took is not None:
+            info["embed_s"] = took
+    elif overwrite or not _cache_is_current(cache, ckpt, data=data, urls=urls):
+        info["embed_s"] = _embed_pool_once(
+            ckpt, cache, data=data, world=world, device=device, progress=progress
         )
     info["cache"] = str(cache)
     return ObtainedReference(cache, ckpt, info)
@@ -492,7 +623,7 @@ def obtain_reference(
     out: str | os.PathLike[str],
     *,
     data: DataConfig,
-    world: World,
+    world: World | None,
     given: str | os.PathLike[str] = "",
     recipe: ExperimentConfig | None = None,
     shards: Sequence[str] | None = None,
@@ -510,14 +641,17 @@ def obtain_reference(
     Exactly one of:
 
     - ``given``: an embedding cache (pool or shard cache), used as is (the loader checks
-      it against the data), or a checkpoint, embedded once into ``out/reference-cache``;
-    - ``recipe``: the reference's own experiment config (model size, steps, batch size,
-      optimizer ...), trained IID on ``world``'s curated pool (whatever ``recipe.data.pool``
-      says) into ``out/reference``, then embedded into ``out/reference-cache``.
+      it), or a model embedded once into ``out/reference-cache``: a curatorch run or
+      checkpoint, or (shards only) an HF SigLIP/CLIP folder, through its adapter;
+    - ``recipe``: the reference's own experiment config, trained IID into
+      ``out/reference`` on its ``recipe.data.shards`` (curated shards) if set, else on
+      ``world``'s curated pool, then embedded into ``out/reference-cache``.
 
-    A cache is reused when it is current: embedded from that checkpoint for this data. A
-    trained reference whose cache is current is reused when its finished run was trained
-    as ``recipe`` says, apart from what a resume may change (device, threads,
+    Shards are tokenized with ``data.tokenizer``; ``world`` may be ``None`` when nothing
+    of a built-in world is used. A cache is reused when current: embedded by that model
+    (for shards: the same fingerprint, shards and image size) for this data. A trained
+    reference whose cache is current is reused when its finished run was trained as
+    ``recipe`` says, apart from what a resume may change (device, threads,
     ``train.steps``: a resumed run whose budget grew keeps its reference); a run of
     another recipe is resumed or refused as :func:`train` does; ``overwrite`` retrains
     and re-embeds. ``embed=False`` skips the cache (the caller scores with ``checkpoint``
