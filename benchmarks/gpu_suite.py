@@ -39,10 +39,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import jest_step  # noqa: E402
-import pareto_step  # noqa: E402
-import selection as selection_bench  # noqa: E402
-import train_throughput  # noqa: E402
 from curatorch.selection import (  # noqa: E402
     PairScorer,
     batch_score,
@@ -50,6 +46,10 @@ from curatorch.selection import (  # noqa: E402
     joint_select,
     random_select,
 )
+from curatorch.selection.kernels import compile_failures, resolve_kernel  # noqa: E402
+from curatorch.selection.scores import matmul_precision  # noqa: E402
+
+# the benchmark modules are imported by their sections: one that cannot import fails alone
 
 PAPER = {"super_batch": 163_840, "batch_size": 32_768, "chunks": 16, "dim": 768}
 DRY = {"super_batch": 1024, "batch_size": 205, "chunks": 4, "dim": 32}
@@ -107,53 +107,56 @@ def _selection_one(args, learner, reference, shape, precision: str, kernel: str)
     scorer = PairScorer(learner=learner, reference=reference, kernel=kernel, precision=precision)
 
     def run() -> torch.Tensor:
-        return joint_select(scorer, batch_size=b, chunks=n, generator=torch.Generator())
+        return joint_select(
+            scorer, batch_size=b, chunks=n, generator=torch.Generator().manual_seed(0)
+        )
 
     matmuls = _bound(learner, reference, size, b, n, precision, device)
-    tf32 = precision == "tf32" and device.type == "cuda"
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
-        t0 = time.perf_counter()
-        joint_s = _timed(run, device, args.repeats)
+    t0 = time.perf_counter()
+    joint_s = _timed(run, device, args.repeats)
+    with matmul_precision(precision):
         bound_s = _timed(matmuls, device, args.repeats)
-        first_s = time.perf_counter() - t0
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+    timed_s = time.perf_counter() - t0
+    fp32 = PairScorer(learner=learner, reference=reference)  # the batch's learnability
     return {
+        "kernel": resolve_kernel(kernel, rows=max(chunk_sizes(b, n)), columns=size, device=device),
         "joint_s": joint_s,
         "matmul_bound_s": bound_s,
         "joint_over_bound": joint_s / bound_s,
         "peak_mb": _peak_mb(run, device),
-        "section_s": first_s,
+        "learnability": batch_score(fp32, run()),
+        "timing_s": timed_s,
     }
 
 
 def section_selection(args: argparse.Namespace) -> dict:
+    import selection as selection_bench
+
     device = torch.device(args.device)
     shape = DRY if args.dry_run else PAPER
     learner, reference = selection_bench.make_embeddings(
         shape["super_batch"], shape["dim"], seed=0, device=device
     )
     out: dict[str, object] = dict(shape)
+    # dry run: the blocks are too small for "auto" to compile; compile them anyway
+    kernel = "compiled" if args.dry_run else "auto"
     for precision in ("highest", "tf32", "bf16"):
         if precision == "tf32" and device.type != "cuda":
             continue
-        out[precision] = _selection_one(args, learner, reference, shape, precision, "auto")
+        out[precision] = _selection_one(args, learner, reference, shape, precision, kernel)
     out["eager_fp32"] = _selection_one(args, learner, reference, shape, "highest", "eager")
-    scorer = PairScorer(learner=learner, reference=reference)
     gen = torch.Generator().manual_seed(0)
-    b, n = shape["batch_size"], shape["chunks"]
-    chosen = joint_select(scorer, batch_size=b, chunks=n, generator=gen)
-    rand = random_select(shape["super_batch"], batch_size=b, generator=gen)
-    out["learnability"] = {
-        "joint": batch_score(scorer, chosen),
-        "random": batch_score(scorer, rand.to(device)),
-    }
+    rand = random_select(shape["super_batch"], batch_size=shape["batch_size"], generator=gen)
+    out["random_learnability"] = batch_score(
+        PairScorer(learner=learner, reference=reference), rand.to(device)
+    )
+    out["compile_failures"] = compile_failures()
     return out
 
 
 def section_throughput(args: argparse.Namespace) -> dict:
+    import train_throughput
+
     sizes = "tiny" if args.dry_run else "small,base"
     argv = ["--device", args.device, "--size", sizes, "--image-size", "32", "--batch-size"]
     argv += ["16", "--steps", "2", "--warmup", "1"] if args.dry_run else ["256", "--steps", "20"]
@@ -171,6 +174,8 @@ def _device_overrides(args: argparse.Namespace, *, bf16: bool) -> list[str]:
 
 
 def section_jest_step(args: argparse.Namespace) -> dict:
+    import jest_step
+
     argv = []
     for o in _device_overrides(args, bf16=True):
         argv += ["--set", o]
@@ -182,6 +187,8 @@ def section_jest_step(args: argparse.Namespace) -> dict:
 
 
 def section_pareto_step(args: argparse.Namespace) -> dict:
+    import pareto_step
+
     argv = []
     for o in _device_overrides(args, bf16=False):
         argv += ["--set", o]
@@ -229,11 +236,14 @@ def main(argv: list[str] | None = None) -> int:
             result[name] = {"skipped": f"over --budget-s {args.budget_s}"}
             continue
         t0 = time.perf_counter()
+        threads = torch.get_num_threads()
         try:
             result[name] = SECTIONS[name](args)
         except Exception as exc:  # a failed section is a figure too: record it, go on
             result[name] = {"error": f"{type(exc).__name__}: {exc}"}
             traceback.print_exc(file=sys.stderr)
+        finally:
+            torch.set_num_threads(threads)  # the step benchmarks set one thread
         result[f"{name}_wall_s"] = round(time.perf_counter() - t0, 2)
         if not args.json:
             print(f"{name}: {result[f'{name}_wall_s']} s", file=sys.stderr, flush=True)

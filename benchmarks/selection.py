@@ -51,6 +51,7 @@ from curatorch.selection import (
     random_select,
 )
 from curatorch.selection.kernels import default_tile
+from curatorch.selection.scores import matmul_precision
 
 # how much of an embedding is its concept, relative to the pair's own details (weight 1)
 CONCEPT_WEIGHT = 1.3
@@ -202,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return joint_select(scorer, batch_size=b, chunks=args.chunks, generator=gen())
 
     chunk = torch.randperm(size, generator=gen())[:n].to(device)
-    operands = [(m.image, m.text) for m in (learner, reference)]
+    mm_dtype = torch.bfloat16 if args.precision == "bf16" else learner.image.dtype
+    # the bound's products in the scorer's precision (bf16 operands, or TF32 below)
+    operands = [(m.image.to(mm_dtype), m.text.to(mm_dtype)) for m in (learner, reference)]
 
     def run_matmuls() -> None:
         for _ in range(args.chunks - 1):
@@ -252,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     joint_times, bound_times, tiled_times = [], [], []
     for _ in range(args.repeats):
         joint_times.append(timed(run_joint, device, 1))
-        bound_times.append(timed(run_matmuls, device, 1))
-        tiled_times.append(timed(run_tiled_matmuls, device, 1))
+        with matmul_precision(args.precision):
+            bound_times.append(timed(run_matmuls, device, 1))
+            tiled_times.append(timed(run_tiled_matmuls, device, 1))
     result["joint_s"] = statistics.median(joint_times)
     result["matmul_bound_s"] = statistics.median(bound_times)
     result["joint_over_bound"] = result["joint_s"] / result["matmul_bound_s"]

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from curatorch.selection.kernels import KERNELS, PRECISIONS, pair_softplus_sums, resolve_kernel
 
-__all__ = ["SCORES", "ModelEmbeddings", "PairScorer"]
+__all__ = ["SCORES", "ModelEmbeddings", "PairScorer", "matmul_precision"]
 
 SCORES = ("learnability", "easy-reference", "hard-learner")
 
@@ -280,7 +280,7 @@ class PairScorer:
         :mod:`curatorch.selection.kernels` (or in reduced precision)."""
         out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         operands = self._operands()
-        with _matmul_precision(self.precision):
+        with matmul_precision(self.precision):
             for (sign, _, _, t, b), (c_img, c_txt), (img, txt) in zip(
                 self._models, rows, operands, strict=True
             ):
@@ -362,8 +362,9 @@ class PairScorer:
 
 
 @contextlib.contextmanager
-def _matmul_precision(precision: str) -> Iterator[None]:
-    """TF32 matrix products inside the block (``precision="tf32"``, CUDA), else nothing."""
+def matmul_precision(precision: str) -> Iterator[None]:
+    """A context with TF32 matrix products (``precision="tf32"``, CUDA), else nothing;
+    the flag is restored on exit."""
     if precision != "tf32":
         yield
         return
