@@ -81,7 +81,7 @@ def test_selector_picks_b_distinct_candidates_and_repeats_with_the_seed(jest_tra
         device=torch.device("cpu"),
     )
     assert isinstance(ref, CachedReference)
-    selector = build_selector(task.cfg, task.model_cfg, reference=ref)
+    selector = build_selector(task.cfg, task.learner, reference=ref)
     pool = task.pool
     idx = torch.arange(selector.super_batch)
     cands = Candidates(pool.images[idx], pool.tokens[idx], ids=pool.ids[idx])

@@ -61,14 +61,45 @@ class ModelSection:
     vocabulary and context length come from the data. ``patch_sizes`` empty means the
     registry default for the image size ((4, 8) for 16 px); ``train_patch_size`` 0 means the
     smallest configured patch size.
+
+    ``source = "hf"`` trains a Hugging Face ``SiglipModel`` or ``CLIPModel`` instead
+    (:mod:`curatorch.models.adapters`): ``path`` is a local ``save_pretrained`` folder (its
+    weights are the start), or ``hf_config`` a ``config.json`` of one to train from
+    scratch; ``size``, ``patch_sizes`` and ``attention`` do not apply. The trained learner
+    is saved as a folder that ``from_pretrained`` loads (``OUT/model``).
     """
 
     size: str = "tiny"
     patch_sizes: tuple[int, ...] = ()
     train_patch_size: int = 0
     attention: str = "sdpa"
+    source: str = "curatorch"
+    path: str = ""
+    hf_config: str = ""
 
     def validate(self) -> None:
+        if self.source not in MODEL_SOURCES:
+            raise ConfigError(
+                f"model.source must be one of {list(MODEL_SOURCES)}, got {self.source!r}"
+            )
+        if self.source == "hf":
+            if bool(self.path.strip()) == bool(self.hf_config.strip()):
+                raise ConfigError(
+                    "model.source = 'hf' needs exactly one of model.path (a local "
+                    "save_pretrained folder of a SiglipModel or CLIPModel) and model.hf_config "
+                    f"(a config.json to train from scratch), got path={self.path!r}, "
+                    f"hf_config={self.hf_config!r}"
+                )
+            if self.patch_sizes or self.train_patch_size:
+                raise ConfigError(
+                    "model.patch_sizes and model.train_patch_size apply to curatorch's FlexiViT; "
+                    "a Hugging Face model has its own patch size"
+                )
+        elif self.path or self.hf_config:
+            raise ConfigError(
+                "model.path and model.hf_config need model.source = 'hf' (curatorch's own "
+                "model is built from model.size)"
+            )
         if any(p <= 0 for p in self.patch_sizes):
             raise ConfigError(f"model.patch_sizes must be positive, got {list(self.patch_sizes)}")
         if self.train_patch_size < 0:
@@ -86,6 +117,7 @@ class ModelSection:
             raise ConfigError(f"model.attention must be 'sdpa' or 'math', got {self.attention!r}")
 
 
+MODEL_SOURCES = ("curatorch", "hf")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 

@@ -9,6 +9,7 @@ the selector (with its reference), the Flexi-JEST multi-resolution split, the Si
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from curatorch.data import (
 )
 from curatorch.eval import build_shard_evaluator, evaluate
 from curatorch.losses import sigmoid_contrastive_loss_sharded
-from curatorch.models import TwoTower, TwoTowerConfig, build_model, two_tower_forward_flops
+from curatorch.models import ImageTextModel, TwoTower, TwoTowerAdapter, TwoTowerConfig, build_model
 from curatorch.train.config import ExperimentConfig, config_to_dict
 from curatorch.train.distributed import DistContext
 from curatorch.train.loop import train_task
@@ -40,6 +41,7 @@ __all__ = [
     "AUTO_REFERENCE",
     "ContrastiveTask",
     "build_selector",
+    "hf_learner",
     "needs_world",
     "open_reference",
     "patch_sizes_for",
@@ -70,13 +72,20 @@ def needs_world(cfg: ExperimentConfig) -> bool:
 _MEAN = _STD = (0.5, 0.5, 0.5)
 
 
-def patch_sizes_for(cfg: ExperimentConfig, model_cfg: TwoTowerConfig) -> tuple[int, int]:
-    """``(train_patch, score_patch)``: training at ``model.train_patch_size`` or the
-    smallest configured patch size; scoring at ``strategy.score_patch_size``, or the
+def patch_sizes_for(cfg: ExperimentConfig, learner: ImageTextModel) -> tuple[int, int]:
+    """``(train_patch, score_patch)`` of the learner (an
+    :class:`~curatorch.models.ImageTextModel`): training at ``model.train_patch_size`` or
+    the smallest of its patch sizes; scoring at ``strategy.score_patch_size``, or the
     largest for Flexi-JEST, or the training patch size. Raises ``ValueError`` naming
-    ``strategy.score_patch_size`` when it is not one of the model's."""
-    patches = model_cfg.image.patch_sizes
-    train_patch = train_patch_size(cfg.model, model_cfg)
+    ``strategy.score_patch_size`` when it is not one of the model's, and Flexi-JEST with a
+    learner of one patch size."""
+    patches = tuple(learner.patch_sizes)
+    if cfg.strategy.name == "flexi-jest" and not learner.flexible_patch:
+        raise ValueError(
+            f"strategy.name = 'flexi-jest' needs a FlexiViT learner (model.source = "
+            f"'curatorch'); the {learner.kind} model has the one patch size {patches[0]}"
+        )
+    train_patch = train_patch_size(cfg.model, patches)
     default = max(patches) if cfg.strategy.name == "flexi-jest" else train_patch
     score_patch = cfg.strategy.score_patch_size or default
     if score_patch not in patches:
@@ -85,6 +94,40 @@ def patch_sizes_for(cfg: ExperimentConfig, model_cfg: TwoTowerConfig) -> tuple[i
             f"got {score_patch}"
         )
     return train_patch, score_patch
+
+
+def hf_learner(cfg: ExperimentConfig, tokenizer: Any) -> ImageTextModel:
+    """The Hugging Face learner ``model.path`` (a ``save_pretrained`` folder) or
+    ``model.hf_config`` (a ``config.json`` to train from scratch) names, padded with the
+    tokenizer's pad id, checked against the tokenizer's vocabulary and ``data.image_size``
+    (one line naming both sizes)."""
+    from curatorch.models.adapters import (
+        check_image_size,
+        check_tokenizer_vocab,
+        hf_adapter_from_config,
+        load_model_adapter,
+    )
+
+    m = cfg.model
+    pad_id = getattr(tokenizer, "pad_id", 0)
+    if m.path:
+        learner = load_model_adapter("hf", m.path, pad_id=pad_id)
+        learner.module.train()
+    else:
+        try:
+            config = json.loads(Path(m.hf_config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"model.hf_config {m.hf_config} cannot be read: {exc}") from exc
+        learner = hf_adapter_from_config(config, pad_id=pad_id)
+    name = f"data.tokenizer {cfg.data.tokenizer!r}"
+    check_tokenizer_vocab(learner, vocab_size=tokenizer.vocab_size, tokenizer=name)
+    if tokenizer.context_length > learner.context_length:
+        raise ValueError(
+            f"{name} makes rows of {tokenizer.context_length} tokens but the model reads at "
+            f"most {learner.context_length}; set data.context_length <= {learner.context_length}"
+        )
+    check_image_size(learner, image_size=cfg.data.image_size)
+    return learner
 
 
 def open_reference(
@@ -115,15 +158,16 @@ def open_reference(
 
 def build_selector(
     cfg: ExperimentConfig,
-    model_cfg: TwoTowerConfig,
+    learner: ImageTextModel,
     *,
     reference: ReferenceProvider | None,
     dist: DistContext | None = None,
 ) -> Selector:
-    """The :class:`Selector` that ``cfg.strategy`` describes, for pools and shards alike
+    """The :class:`Selector` that ``cfg.strategy`` describes for this learner (an
+    :class:`~curatorch.models.ImageTextModel`), for pools and shards alike
     (``reference`` from :func:`open_reference`)."""
     st = cfg.strategy
-    _, score_patch = patch_sizes_for(cfg, model_cfg)
+    _, score_patch = patch_sizes_for(cfg, learner)
     return Selector(
         name=st.name,
         score=st.score,
@@ -132,7 +176,7 @@ def build_selector(
         chunks=st.chunks,
         mode=st.mode,
         score_patch_size=score_patch,
-        learner_forward_flops=two_tower_forward_flops(model_cfg, score_patch),
+        learner_forward_flops=learner.forward_flops(score_patch),
         reference=reference,
         dist=dist,
     )
@@ -265,7 +309,9 @@ class _TrainForward(torch.nn.Module):
     ``torch.compile``) can wrap it: one patch size, or (Flexi-JEST) the first ``half``
     images at the finest and the rest at the coarsest patch size."""
 
-    def __init__(self, model: TwoTower, *, patch_size: int, flexi: tuple[int, int] | None):
+    def __init__(
+        self, model: torch.nn.Module, *, patch_size: int, flexi: tuple[int, int] | None
+    ) -> None:
         super().__init__()
         self.model = model
         self.patch_size = patch_size
@@ -283,6 +329,9 @@ class _TrainForward(torch.nn.Module):
                     model.encode_image(images[half:], patch_size=coarse),
                 ]
             )
+            return image_emb, model.encode_text(tokens), model.logit_scale, model.logit_bias
+        if not isinstance(model, TwoTower):  # an adapter module (Hugging Face): its encoders
+            image_emb = model.encode_image(images, patch_size=self.patch_size)
             return image_emb, model.encode_text(tokens), model.logit_scale, model.logit_bias
         out = model(images, tokens, patch_size=self.patch_size)
         return out["image_emb"], out["text_emb"], out["logit_scale"], out["logit_bias"]
@@ -337,15 +386,7 @@ class ContrastiveTask(BaseTask):
             self.shards = expand_shards(cfg.data.shards)
             tokenizer = build_tokenizer(cfg.data, self.world)
             check_shard_captions(cfg.data, tokenizer, self.shards)  # before any step
-            if cfg.eval.on_shards() and dist.is_main:  # read once, before any step
-                self.shard_eval = build_shard_evaluator(
-                    cfg.eval,
-                    image_size=cfg.data.image_size,
-                    mean=_MEAN,
-                    std=_STD,
-                    tokenizer=tokenizer,
-                    device=run.device,
-                )
+            self.tokenizer = tokenizer
             stream = ShardStream(
                 self.shards,
                 image_size=cfg.data.image_size,
@@ -362,28 +403,53 @@ class ContrastiveTask(BaseTask):
                 w = self.world
                 self.pool = w.curated if cfg.data.pool == "curated" else w.raw
             self.source = _PoolSource(self.pool, seed=cfg.train.seed, dist=dist)
-        self.model_cfg: TwoTowerConfig = model_config_for(cfg, self.world)
+            self.tokenizer = build_tokenizer(cfg.data, self.world)
+        self.hf = cfg.model.source == "hf"
+        self.model_cfg: TwoTowerConfig | None = (
+            None if self.hf else model_config_for(cfg, self.world)
+        )
 
     def build_model(self) -> torch.nn.Module:
-        self.model: TwoTower = build_model(self.model_cfg)
+        """curatorch's ``TwoTower`` (the registry's ``model.size``), or the Hugging Face
+        model ``model.path`` / ``model.hf_config`` names; :attr:`learner` is it as an
+        :class:`~curatorch.models.ImageTextModel`."""
+        if self.hf:
+            self.learner = hf_learner(self.cfg, self.tokenizer)
+            self.model = self.learner.module
+        else:
+            assert self.model_cfg is not None
+            self.model = build_model(self.model_cfg)
+            self.learner = TwoTowerAdapter(self.model)
         return self.model
 
     def model_config_dict(self) -> dict[str, Any]:
+        if self.model_cfg is None:  # the HF model's own config, as save_pretrained writes it
+            return {"source": "hf", "hf": self.learner.hf.config.to_dict()}
         return dataclasses.asdict(self.model_cfg)
 
     def prepare_training(self, run: RunContext, model: torch.nn.Module) -> None:
         cfg, dist = self.cfg, run.dist
         # the strategies' randomness; rank 0 keeps the single-process stream
         self.gen = torch.Generator().manual_seed(cfg.train.seed + 1 + 1_000_003 * dist.rank)
+        if cfg.eval.on_shards() and dist.is_main:  # read once, before any step
+            pre = self.learner.preprocessing
+            self.shard_eval = build_shard_evaluator(
+                cfg.eval,
+                image_size=cfg.data.image_size,
+                mean=pre.mean,
+                std=pre.std,
+                tokenizer=self.tokenizer,
+                device=run.device,
+            )
         sel_cfg = prepare_reference(
             cfg, run.out, world=self.world, shards=self.shards, dist=dist, progress=run.progress
         )
         reference = open_reference(sel_cfg, pool=self.pool, shards=self.shards, device=run.device)
-        self.selector = build_selector(sel_cfg, self.model_cfg, reference=reference, dist=dist)
+        self.selector = build_selector(sel_cfg, self.learner, reference=reference, dist=dist)
         self.position = _CheckpointedState(self.source, dist)
         self._flops_per_step(dist.world_size)
-        train_patch, _ = patch_sizes_for(cfg, self.model_cfg)
-        patches = self.model_cfg.image.patch_sizes
+        train_patch, _ = patch_sizes_for(cfg, self.learner)
+        patches = self.learner.patch_sizes
         self.flexi = cfg.strategy.name == "flexi-jest"
         flexi = (min(patches), max(patches)) if self.flexi else None
         self.forward: torch.nn.Module = _TrainForward(
@@ -392,12 +458,12 @@ class ContrastiveTask(BaseTask):
 
     def _flops_per_step(self, w: int) -> None:
         """FLOPs of one global training step (backward = 2 forwards)."""
-        patches = self.model_cfg.image.patch_sizes
-        train_patch, _ = patch_sizes_for(self.cfg, self.model_cfg)
+        patches = self.learner.patch_sizes
+        train_patch, _ = patch_sizes_for(self.cfg, self.learner)
         batch = self.cfg.train.batch_size
         self.local_batch = batch // w
         self.half = self.local_batch // 2
-        fwd = lambda p: two_tower_forward_flops(self.model_cfg, p)  # noqa: E731
+        fwd = self.learner.forward_flops
         if self.cfg.strategy.name == "flexi-jest":  # half finest, half coarsest
             fine, coarse = fwd(min(patches)), fwd(max(patches))
             self.step_flops = 3 * w * (fine * self.half + coarse * (self.local_batch - self.half))
@@ -437,7 +503,8 @@ class ContrastiveTask(BaseTask):
         index = chosen.index  # [b / W]
         if self.flexi:  # a random half at each patch size
             index = index[torch.randperm(self.local_batch, generator=self.gen)]
-        images, tokens = candidates.take(index).to_device(self.run.device)
+        pre = self.learner.preprocessing if self.hf else None  # None: curatorch's own
+        images, tokens = candidates.take(index).to_device(self.run.device, pre)
         return _Batch(images, tokens, chosen)
 
     def losses(self, batch: _Batch) -> dict[str, torch.Tensor]:
@@ -472,10 +539,10 @@ class ContrastiveTask(BaseTask):
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
         cfg = self.cfg
-        train_patch, _ = patch_sizes_for(cfg, self.model_cfg)
+        train_patch, _ = patch_sizes_for(cfg, self.learner)
         if self.shard_eval is not None:
             return self.shard_eval.evaluate(
-                self.model, patch_size=cfg.eval.patch_size or train_patch
+                self.learner, patch_size=cfg.eval.patch_size or train_patch
             )
         if self.world is None:
             raise ValueError("evaluation on the built-in world needs the world (eval.source)")
@@ -490,9 +557,16 @@ class ContrastiveTask(BaseTask):
 
     def record_extras(self, model: torch.nn.Module) -> dict[str, Any]:
         return {
-            "logit_scale": float(self.model.logit_scale.detach()),
-            "logit_bias": float(self.model.logit_bias.detach()),
+            "logit_scale": float(self.learner.logit_scale.detach()),
+            "logit_bias": float(self.learner.logit_bias.detach()),
         }
+
+    def summary_extras(self, out: Path) -> dict[str, Any]:
+        """An HF learner is also saved as a folder that ``from_pretrained`` loads."""
+        if not self.hf:
+            return {}
+        folder = self.learner.save(out / "model")
+        return {"model_folder": str(folder)}
 
     def close(self) -> None:
         source = getattr(self, "source", None)

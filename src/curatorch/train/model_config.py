@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from curatorch.data import World, build_tokenizer
 from curatorch.models import TwoTowerConfig, get_model_config
@@ -30,7 +31,9 @@ def model_config_for(cfg: ExperimentConfig, world: World | None) -> TwoTowerConf
     return model
 
 
-def train_patch_size(section: ModelSection, model: TwoTowerConfig) -> int:
+def train_patch_size(section: ModelSection, model: TwoTowerConfig | Sequence[int]) -> int:
     """The patch size a model trains (and, by default, is evaluated and embedded) at:
-    ``model.train_patch_size``, or the smallest configured patch size."""
-    return section.train_patch_size or min(model.image.patch_sizes)
+    ``model.train_patch_size``, or the smallest of the model's patch sizes (``model``: a
+    two-tower config, or the patch sizes of any model)."""
+    patches = model.image.patch_sizes if isinstance(model, TwoTowerConfig) else model
+    return section.train_patch_size or min(patches)

@@ -111,6 +111,8 @@ def _is_curatorch_model(folder: Path) -> bool:
     folder written by :meth:`~curatorch.models.TwoTowerAdapter.save`."""
     if (folder / _CURATORCH_MODEL_FILE).is_file():
         return True
+    if not ((folder / "state.json").is_file() or (folder / "checkpoints").is_dir()):
+        return False  # (find_checkpoint would also look in the parent: a run's OUT/model)
     try:
         find_checkpoint(folder)
     except CheckpointError:

@@ -1,0 +1,148 @@
+"""A Hugging Face SiglipModel as the learner of the one loop: trained from a config or a
+saved folder on img2dataset-layout shards, evaluated on held-out shards, saved so that
+``from_pretrained`` loads it, used with JEST and an HF reference cache; bad inputs named."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from curatorch.cli import main
+from tests.helpers import TINY, last_json
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+
+SIGLIP = {
+    "model_type": "siglip",
+    "text_config": {
+        "vocab_size": 800,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 32,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+    },
+    "vision_config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 16,
+        "patch_size": 8,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
+    from curatorch.data import iter_captions, write_web_shards
+    from curatorch.data.shards import expand_shards
+    from curatorch.data.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("hf_learner")
+    write_web_shards(root / "train", pairs=240, shard_size=80, seed=0, image_size=16)
+    write_web_shards(
+        root / "eval", pairs=40, shard_size=40, seed=3, image_size=16, misaligned=0,
+        boilerplate=0, degraded=0,
+    )  # fmt: skip
+    train = str(root / "train" / "{00000..00002}.tar")
+    train_tokenizer(iter_captions(expand_shards(train)), root / "tok.json", vocab_size=600)
+    (root / "siglip.json").write_text(json.dumps(SIGLIP))
+    (root / "tiny.toml").write_text(TINY)
+    return {"root": root, "train": train, "eval": str(root / "eval" / "{00000..00000}.tar")}
+
+
+def _pattern(web: dict, key: str) -> str:
+    return str(web[key])
+
+
+def _train(web: dict, out: Path, *sets: str) -> int:
+    base = [
+        f"data.shards='{_pattern(web, 'train')}'",
+        f"data.tokenizer='{web['root'] / 'tok.json'}'",
+        "data.image_size=16",
+        f"eval.shards='{_pattern(web, 'eval')}'",
+        "model.source='hf'",
+        "train.steps=2",
+        "train.eval_every=2",
+        "train.checkpoint_every=2",
+        "train.batch_size=16",
+        *sets,
+    ]
+    argv = ["train", str(web["root"] / "tiny.toml"), "--out", str(out), "--no-progress"]
+    return main([*argv, *[x for s in base for x in ("--set", s)]])
+
+
+def test_hf_learner_trains_evaluates_and_saves_a_from_pretrained_folder(web, capsys) -> None:
+    out = web["root"] / "iid"
+    assert _train(web, out, f"model.hf_config='{web['root'] / 'siglip.json'}'") == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["step"] == 2 and summary["model_folder"] == str(out / "model")
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["scores_used"] == ["i2t_r1", "t2i_r1"] and last["eval_samples"] == 40
+    model = transformers.SiglipModel.from_pretrained(str(out / "model"), local_files_only=True)
+    assert model.config.text_config.vocab_size == 800
+    # continue from the saved folder, with JEST and a reference cache written by that model
+    cache = web["root"] / "cache"
+    cfg = web["root"] / "embed.toml"
+    cfg.write_text(
+        f'[data]\nshards = "{_pattern(web, "train")}"\n'
+        f'tokenizer = "{web["root"] / "tok.json"}"\nimage_size = 16\n'
+    )
+    embed = ["embed", str(out / "model"), "--config", str(cfg), "--out", str(cache)]
+    assert main([*embed, "--no-progress"]) == 0
+    assert last_json(capsys.readouterr().out)["model_kind"] == "hf-siglip"
+    jest = web["root"] / "jest"
+    sets = (
+        f"model.path='{out / 'model'}'",
+        "strategy.name='jest'",
+        f"strategy.reference='{cache}'",
+    )
+    assert _train(web, jest, *sets, "strategy.chunks=4") == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["method"] == "jest" and summary["flops_learner_scoring"] > 0
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (("strategy.name='flexi-jest'", "strategy.score='hard-learner'"), "FlexiViT learner"),
+        (("data.image_size=32",), "differs from the model's image size 16"),
+    ],
+)
+def test_hf_learner_bad_input_is_one_line(web, capsys, sets, needle) -> None:
+    cfg = f"model.hf_config='{web['root'] / 'siglip.json'}'"
+    assert _train(web, web["root"] / "bad", cfg, *sets) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_tokenizer_larger_than_the_model_is_refused(web, capsys) -> None:
+    small = {**SIGLIP, "text_config": {**SIGLIP["text_config"], "vocab_size": 100}}
+    path = web["root"] / "small.json"
+    path.write_text(json.dumps(small))
+    assert _train(web, web["root"] / "small", f"model.hf_config='{path}'") == 2
+    err = capsys.readouterr().err
+    assert "token ids but the model's text embedding table has 100 rows" in err
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        ((), "needs exactly one of model.path"),
+        (("model.path='x'", "model.hf_config='y'"), "needs exactly one of model.path"),
+        (("model.hf_config='y'", "model.patch_sizes=[4]"), "has its own patch size"),
+        (("model.source='curatorch'", "model.path='x'"), "need model.source = 'hf'"),
+        (("model.source='timm'",), "model.source must be one of"),
+    ],
+)
+def test_model_section_is_validated(web, capsys, sets, needle) -> None:
+    assert _train(web, web["root"] / "cfg", *sets) == 2
+    assert needle in capsys.readouterr().err
