@@ -146,3 +146,14 @@ def test_tokenizer_larger_than_the_model_is_refused(web, capsys) -> None:
 def test_model_section_is_validated(web, capsys, sets, needle) -> None:
     assert _train(web, web["root"] / "cfg", *sets) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_an_hf_runs_checkpoint_points_to_its_saved_folder(web) -> None:
+    from curatorch.train import CheckpointError
+    from curatorch.train.reference import load_trained_model
+
+    out = web["root"] / "iid"  # written by the first test of this module
+    if not out.exists():
+        assert _train(web, out, f"model.hf_config='{web['root'] / 'siglip.json'}'") == 0
+    with pytest.raises(CheckpointError, match=r"Hugging Face learner.*RUN/model"):
+        load_trained_model(out)

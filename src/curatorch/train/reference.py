@@ -105,6 +105,13 @@ def load_trained_model(
     patch size the model was trained at.
     """
     ckpt = load_checkpoint(path)
+    if isinstance(ckpt.state.get("model_config"), dict) and (
+        ckpt.state["model_config"].get("source") == "hf"
+    ):
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} is of a Hugging Face learner (model.source = 'hf'): use "
+            f"the folder its run saved, RUN/model (from_pretrained, --model-source hf)"
+        )
     try:
         model_cfg = model_config_from_dict(ckpt.state["model_config"])
         run_cfg = config_from_dict(ckpt.state["config"])
