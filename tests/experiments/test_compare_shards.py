@@ -81,6 +81,30 @@ strategy = {{ name = "jest", filter_ratio = 0.5 }}
 """
 
 
+def _siglip() -> dict:
+    """A tiny SiglipModel config for 16 px images and the tokenizer's ids and context."""
+    text = {
+        "vocab_size": VOCAB,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": CONTEXT,
+        "pad_token_id": PAD,
+        "bos_token_id": BOS,
+        "eos_token_id": EOS,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": IMAGE,
+        "patch_size": 8,
+    }
+    return {"model_type": "siglip", "text_config": text, "vision_config": vision}
+
+
 @pytest.fixture(autouse=True)
 def _restore_threads():
     # train.threads = 1 sets torch's global thread count: put it back
@@ -204,28 +228,8 @@ def test_compare_on_shards_with_an_hf_siglip_folder(
     pytest.importorskip("transformers")
     from curatorch.models import HFSiglipAdapter
 
-    text = {
-        "vocab_size": VOCAB,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "max_position_embeddings": CONTEXT,
-        "pad_token_id": PAD,
-        "bos_token_id": BOS,
-        "eos_token_id": EOS,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": IMAGE,
-        "patch_size": 8,
-    }
     folder = tmp_path / "siglip"
-    siglip = {"model_type": "siglip", "text_config": text, "vision_config": vision}
-    HFSiglipAdapter.from_config(siglip).hf.save_pretrained(str(folder))
+    HFSiglipAdapter.from_config(_siglip()).hf.save_pretrained(str(folder))
     cfg = _compare_config(web, f'reference = "{folder}"', "cmp_hf")
     out = tmp_path / "out"
     rc, stdout, err = _main(["compare", str(cfg), "--out", str(out)], capsys)
@@ -262,6 +266,25 @@ def test_compare_trains_its_reference_on_curated_shards(
     meta = json.loads((out / "reference-cache" / "meta.json").read_text())
     assert meta["urls"] == expand_shards(web["train"])  # the training shards, embedded
     assert "curated shards" in (out / "report.md").read_text()
+
+
+def test_compare_with_an_hf_learner_trains_an_hf_reference_on_curated_shards(
+    web: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], no_world: None
+) -> None:
+    """An HF SiglipModel learner (model.source = 'hf'): the reference trained on the
+    curated shards is one too, embedded from the folder its run saved."""
+    pytest.importorskip("transformers")
+    config = tmp_path / "siglip.json"
+    config.write_text(json.dumps(_siglip()))
+    line = f'reference_shards = "{web["clean"]}"\nreference_steps = 2'
+    cfg = _compare_config(web, line, "cmp_hf_learner")
+    out = tmp_path / "out"
+    hf = ["--set", "model.source='hf'", "--set", f"model.hf_config='{config}'"]
+    rc, stdout, err = _main(["compare", str(cfg), "--out", str(out), *hf], capsys)
+    assert rc == 0, err
+    _check_comparison(out, stdout)
+    meta = json.loads((out / "reference-cache" / "meta.json").read_text())
+    assert meta["model_kind"] == "hf-siglip" and meta["model"] == str(out / "reference" / "model")
 
 
 def _parse(web: dict[str, str], compare: str, *overrides: str):

@@ -534,10 +534,11 @@ def _trained_reference(
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None],
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, str, dict[str, Any]]:
     """Train (or reuse) ``recipe``'s reference into ``out/reference``: on its own
     ``data.shards`` (curated shards) when it names some, else on the world's curated
-    pool. Returns ``(its latest checkpoint, facts)``."""
+    pool. Returns ``(model path, source, facts)``: its latest checkpoint, or for an HF
+    model (``model.source = "hf"``) the folder its run saved (``out/reference/model``)."""
     ref_cfg = recipe
     if not recipe.data.shards:
         ref_cfg = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, pool="curated"))
@@ -557,7 +558,12 @@ def _trained_reference(
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         raise TrainingError(f"the reference run in {run} left no checkpoint")
-    return ckpt, info
+    if getattr(recipe.model, "source", "curatorch") == "hf":
+        folder = run / "model"
+        if not folder.is_dir():
+            raise TrainingError(f"the HF reference run in {run} saved no model folder {folder}")
+        return folder, "hf", info
+    return ckpt, "curatorch", info
 
 
 def _obtain(
@@ -590,7 +596,7 @@ def _obtain(
         info: dict[str, Any] = {"given": True, "model": str(path), "model_source": source}
     else:
         assert recipe is not None  # checked by obtain_reference
-        ckpt, info = _trained_reference(
+        ckpt, source, info = _trained_reference(
             out,
             cache,
             recipe=recipe,
