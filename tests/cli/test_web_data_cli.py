@@ -141,3 +141,16 @@ def test_training_on_shards_without_held_out_data_is_refused(
     assert rc == 2
     assert "no held-out data to evaluate on" in err and "eval.shards" in err
     assert "eval.source = 'world'" in err and not (web["dir"] / "run" / "metrics.jsonl").exists()
+
+
+def test_the_recipes_shipped_configs_load() -> None:
+    """configs/web.toml and web_compare.toml (docs/your_data.md) are valid as shipped."""
+    from curatorch.configs import resolve_config
+    from curatorch.experiments.jest_compare import load_compare_config
+    from curatorch.train import load_config
+
+    cfg = load_config(resolve_config("web"))
+    assert cfg.data.shards.startswith("data/web/") and cfg.eval.on_shards()
+    cc = load_compare_config(resolve_config("web_compare"))
+    assert [s.name for s in cc.compare.strategies] == ["iid", "jest"]
+    assert cc.compare.seeds == (0, 1, 2) or list(cc.compare.seeds) == [0, 1, 2]
