@@ -33,7 +33,7 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -42,9 +42,6 @@ from curatorch.eval.fewshot import fewshot_probe_accuracy
 from curatorch.eval.retrieval import retrieval_recall_at_k
 from curatorch.eval.zeroshot import class_prompts, zero_shot_accuracy
 from curatorch.fileio import atomic_write
-
-if TYPE_CHECKING:
-    from curatorch.train.config import EvalConfig
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -149,24 +146,21 @@ def load_templates(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 
 def _expand(shards: str | Sequence[str | os.PathLike[str]]) -> list[str]:
-    """The shard files of a brace pattern (or a list of paths), in order; all must exist."""
+    """The shard files of a brace pattern (:func:`~curatorch.data.expand_shards`: all must
+    exist) or of a list of paths, in order."""
     if isinstance(shards, (str, os.PathLike)):
-        pattern = os.fspath(shards)
-        if not pattern.strip():
-            raise ValueError("eval shards: the pattern is empty")
-        urls = expand_shards(pattern, what="eval shards")
-    else:
-        pattern, urls = str(list(shards)), [os.fspath(u) for u in shards]
+        return expand_shards(os.fspath(shards), what="eval shards")
+    urls = [os.fspath(u) for u in shards]
     if not urls:
-        raise ValueError(f"eval shards {pattern!r} name no files")
+        raise ValueError("eval shards: the list of shard files is empty")
     missing = [u for u in urls if not os.path.isfile(u)]
     if missing:
         raise ValueError(
             f"eval shards: shard file {missing[0]} does not exist ({len(missing)} of "
-            f"{len(urls)} files of {pattern!r} are missing)"
+            f"{len(urls)} files are missing)"
         )
     if len(set(map(os.path.abspath, urls))) != len(urls):
-        raise ValueError(f"eval shards {pattern!r} name a file twice")
+        raise ValueError(f"eval shards {urls!r} name a file twice")
     return urls
 
 
@@ -714,7 +708,7 @@ class ShardEvaluator:
 
 
 def build_shard_evaluator(
-    eval_cfg: EvalConfig,
+    eval_cfg: Any,
     *,
     image_size: int,
     mean: Sequence[float],
@@ -722,7 +716,8 @@ def build_shard_evaluator(
     tokenizer: CaptionTokenizer,
     device: torch.device | str = "cpu",
 ) -> ShardEvaluator:
-    """The evaluator an ``[eval]`` section with ``shards`` asks for.
+    """The evaluator an ``[eval]`` section with ``shards`` asks for (``eval_cfg``: anything
+    with the fields of :class:`curatorch.train.EvalConfig`; eval does not import train).
 
     ``eval.classes`` (a file; "" = retrieval only), ``eval.label_field``,
     ``eval.templates`` (a list, or a file with one template per line), ``eval.cache``

@@ -28,7 +28,7 @@ from curatorch.data import (
 )
 from curatorch.eval import build_shard_evaluator, evaluate
 from curatorch.losses import sigmoid_contrastive_loss_sharded
-from curatorch.models import ImageTextModel, TwoTower, TwoTowerAdapter, TwoTowerConfig, build_model
+from curatorch.models import ImageTextModel, TwoTowerAdapter, TwoTowerConfig, build_model
 from curatorch.train.config import ExperimentConfig, config_to_dict
 from curatorch.train.distributed import DistContext
 from curatorch.train.loop import train_task
@@ -330,11 +330,9 @@ class _TrainForward(torch.nn.Module):
                 ]
             )
             return image_emb, model.encode_text(tokens), model.logit_scale, model.logit_bias
-        if not isinstance(model, TwoTower):  # an adapter module (Hugging Face): its encoders
-            image_emb = model.encode_image(images, patch_size=self.patch_size)
-            return image_emb, model.encode_text(tokens), model.logit_scale, model.logit_bias
-        out = model(images, tokens, patch_size=self.patch_size)
-        return out["image_emb"], out["text_emb"], out["logit_scale"], out["logit_bias"]
+        # any learner module (TwoTower, an HF adapter): what TwoTower.forward does
+        image_emb = model.encode_image(images, patch_size=self.patch_size)
+        return image_emb, model.encode_text(tokens), model.logit_scale, model.logit_bias
 
 
 @dataclass
