@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import traceback
@@ -39,6 +38,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import selection as selection_bench  # noqa: E402  (torch and curatorch.selection only)
 from curatorch.selection import (  # noqa: E402
     PairScorer,
     batch_score,
@@ -53,35 +53,6 @@ from curatorch.selection.scores import matmul_precision  # noqa: E402
 
 PAPER = {"super_batch": 163_840, "batch_size": 32_768, "chunks": 16, "dim": 768}
 DRY = {"super_batch": 1024, "batch_size": 205, "chunks": 4, "dim": 32}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (and compilation)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _peak_mb(fn: Callable[[], object], device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
 def _bound(learner, reference, size: int, batch: int, chunks: int, precision: str, device):
@@ -113,9 +84,9 @@ def _selection_one(args, learner, reference, shape, precision: str, kernel: str)
 
     matmuls = _bound(learner, reference, size, b, n, precision, device)
     t0 = time.perf_counter()
-    joint_s = _timed(run, device, args.repeats)
+    joint_s = selection_bench.timed(run, device, args.repeats)
     with matmul_precision(precision):
-        bound_s = _timed(matmuls, device, args.repeats)
+        bound_s = selection_bench.timed(matmuls, device, args.repeats)
     timed_s = time.perf_counter() - t0
     fp32 = PairScorer(learner=learner, reference=reference)  # the batch's learnability
     return {
@@ -123,15 +94,14 @@ def _selection_one(args, learner, reference, shape, precision: str, kernel: str)
         "joint_s": joint_s,
         "matmul_bound_s": bound_s,
         "joint_over_bound": joint_s / bound_s,
-        "peak_mb": _peak_mb(run, device),
+        # the allocator's peak on CUDA; on CPU benchmarks/selection.py measures it properly
+        "peak_mb": selection_bench.peak_extra_mb(run, device) if device.type == "cuda" else None,
         "learnability": batch_score(fp32, run()),
         "timing_s": timed_s,
     }
 
 
 def section_selection(args: argparse.Namespace) -> dict:
-    import selection as selection_bench
-
     device = torch.device(args.device)
     shape = DRY if args.dry_run else PAPER
     learner, reference = selection_bench.make_embeddings(

@@ -83,3 +83,39 @@ def interrupt_after(monkeypatch, step: int) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "append_jsonl", append)
+
+
+def tiny_hf_config(
+    model_type: str,
+    *,
+    vocab_size: int,
+    context_length: int,
+    image_size: int = 16,
+    pad: int = 0,
+    bos: int = 2,
+    eos: int = 3,
+) -> dict:
+    """A tiny Hugging Face ``SiglipModel`` / ``CLIPModel`` config (width 32, one layer per
+    tower, two heads, patch 8) for the tests: built with ``from_config``, nothing
+    downloaded. ``bos``/``eos`` default to ``train_tokenizer``'s special ids."""
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": context_length,
+        "pad_token_id": pad,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": 8,
+    }
+    extra = {"projection_dim": 24} if model_type == "clip" else {}
+    return {"model_type": model_type, "text_config": text, "vision_config": vision, **extra}

@@ -24,7 +24,7 @@ from curatorch.data.tokenizer import train_tokenizer
 from curatorch.data.webshards import write_web_shards
 from curatorch.experiments.jest_compare import parse_compare_config
 from curatorch.train import ConfigError
-from tests.helpers import TINY
+from tests.helpers import TINY, tiny_hf_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -83,26 +83,10 @@ strategy = {{ name = "jest", filter_ratio = 0.5 }}
 
 def _siglip() -> dict:
     """A tiny SiglipModel config for 16 px images and the tokenizer's ids and context."""
-    text = {
-        "vocab_size": VOCAB,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "max_position_embeddings": CONTEXT,
-        "pad_token_id": PAD,
-        "bos_token_id": BOS,
-        "eos_token_id": EOS,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": IMAGE,
-        "patch_size": 8,
-    }
-    return {"model_type": "siglip", "text_config": text, "vision_config": vision}
+    return tiny_hf_config(
+        "siglip", vocab_size=VOCAB, context_length=CONTEXT, image_size=IMAGE, pad=PAD, bos=BOS,
+        eos=EOS,
+    )  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

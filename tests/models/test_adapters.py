@@ -31,32 +31,14 @@ from curatorch.models import (
     hf_adapter_from_config,
     load_model_adapter,
 )
+from tests.helpers import tiny_hf_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("transformers")
 
 VOCAB, CONTEXT, IMAGE, PAD, BOS, EOS = 64, 12, 16, 0, 1, 3
-TEXT = {
-    "vocab_size": VOCAB,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "max_position_embeddings": CONTEXT,
-    "pad_token_id": PAD,
-    "bos_token_id": BOS,
-    "eos_token_id": EOS,
-}
-VISION = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "image_size": IMAGE,
-    "patch_size": 8,
-}
-SIGLIP = {"model_type": "siglip", "text_config": TEXT, "vision_config": VISION}
-CLIP = {"model_type": "clip", "text_config": TEXT, "vision_config": VISION, "projection_dim": 24}
+SIGLIP = tiny_hf_config("siglip", vocab_size=VOCAB, context_length=CONTEXT, bos=BOS, eos=EOS)
+CLIP = tiny_hf_config("clip", vocab_size=VOCAB, context_length=CONTEXT, bos=BOS, eos=EOS)
 
 
 def _two_tower() -> TwoTowerAdapter:

@@ -11,33 +11,12 @@ from pathlib import Path
 import pytest
 
 from curatorch.cli import main
-from tests.helpers import TINY, last_json
+from tests.helpers import TINY, last_json, tiny_hf_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
-SIGLIP = {
-    "model_type": "siglip",
-    "text_config": {
-        "vocab_size": 800,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 32,
-        "pad_token_id": 0,
-        "bos_token_id": 2,
-        "eos_token_id": 3,
-    },
-    "vision_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": 16,
-        "patch_size": 8,
-    },
-}
+SIGLIP = tiny_hf_config("siglip", vocab_size=800, context_length=32)
 
 
 @pytest.fixture(scope="module")

@@ -35,33 +35,16 @@ from curatorch.train.checkpoint import save_checkpoint
 from curatorch.train.reference import load_trained_model
 from curatorch.train.shard_reference import BIAS_FIT_PAIRS, load_shard_reference
 from curatorch.train.strategy import Candidates, Selector
+from tests.helpers import tiny_hf_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("transformers")
 
 IMAGE, CONTEXT, VOCAB = 16, 16, 256  # the tokenizer has <= VOCAB ids
 PAD, BOS, EOS = 0, 2, 3  # train_tokenizer's special ids
-TEXT = {
-    "vocab_size": VOCAB,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "max_position_embeddings": CONTEXT,
-    "pad_token_id": PAD,
-    "bos_token_id": BOS,
-    "eos_token_id": EOS,
-}
-VISION = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "image_size": IMAGE,
-    "patch_size": 8,
-}
-SIGLIP = {"model_type": "siglip", "text_config": TEXT, "vision_config": VISION}
-CLIP = {"model_type": "clip", "text_config": TEXT, "vision_config": VISION, "projection_dim": 24}
+_IDS = {"vocab_size": VOCAB, "context_length": CONTEXT, "pad": PAD, "bos": BOS, "eos": EOS}
+SIGLIP = tiny_hf_config("siglip", **_IDS)
+CLIP = tiny_hf_config("clip", **_IDS)
 CONFIG = """
 [data]
 world = "shapes"
@@ -217,7 +200,7 @@ def test_model_folder_errors_exit_2(env: dict) -> None:
     assert rc == 2 and "CHECKPOINT or --model" in err
     small = root / "small-vocab"
     torch.manual_seed(0)
-    tiny_text = {**TEXT, "vocab_size": 40}
+    tiny_text = {**SIGLIP["text_config"], "vocab_size": 40}
     HFSiglipAdapter.from_config({**SIGLIP, "text_config": tiny_text}).hf.save_pretrained(str(small))
     rc, _, err = _embed(env, root / "c4", str(small))
     assert rc == 2 and "40 rows" in err and not (root / "c4").exists()
