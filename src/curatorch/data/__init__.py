@@ -22,10 +22,13 @@ from curatorch.data.images import (
 )
 from curatorch.data.multimodal import (
     DIGIT_COLOURS,
+    PROFILE_GAIN_RANGE,
     MultimodalDataset,
     MultimodalSplits,
     coloured_gray_digits,
+    coloured_gray_profile_digits,
     load_npz_dataset,
+    projection_profiles,
     save_npz_dataset,
 )
 from curatorch.data.noise import (
@@ -89,6 +92,7 @@ __all__ = [
     "NOISE_FIELDS",
     "NOISE_KINDS",
     "PAD_ID",
+    "PROFILE_GAIN_RANGE",
     "SPECIAL_TOKENS",
     "TOKENIZER_KINDS",
     "UNK_ID",
@@ -117,6 +121,7 @@ __all__ = [
     "check_unknown_rate",
     "check_vocab_fits",
     "coloured_gray_digits",
+    "coloured_gray_profile_digits",
     "degrade_images",
     "expand_shards",
     "export_shards",
@@ -132,6 +137,7 @@ __all__ = [
     "noise_code",
     "noise_counts",
     "pil_to_tensor",
+    "projection_profiles",
     "quantize_",
     "register_world",
     "save_embedding_cache",

@@ -15,12 +15,25 @@ same scan, intensities scaled to [0, 1]:
 The split is per class, seeded by ``seed`` only: ``test_fraction`` of each class's scans
 are the test set, never trained on.
 
+**Coloured-gray-profile digits** (:func:`coloured_gray_profile_digits`) adds a third
+modality of the same scan, with the same gray, colour and split as
+:func:`coloured_gray_digits` (bit for bit):
+
+- ``"profile"``: a 1-D line-sensor trace ``[1, 16]``, the scan's projection profiles
+  (:func:`projection_profiles`: the 8 row means followed by the 8 column means of the ink
+  intensities), times a per-example gain drawn uniformly from [0.7, 1.3], plus Gaussian
+  noise of standard deviation ``profile_noise`` (0.05) per entry, in train and test alike
+  (no shortcut). Projections lose information (many scans share them), so this is a
+  weaker modality than the image. Its gains and noise come from their own generator,
+  seeded by ``seed``, so the other modalities are unchanged.
+
 **Generic datasets**: :func:`load_npz_dataset` reads an ``.npz`` file holding one array
 per modality (``[N, ...]``, any float shape) and an int label array ``[N]``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,10 +44,13 @@ from torch import Tensor
 
 __all__ = [
     "DIGIT_COLOURS",
+    "PROFILE_GAIN_RANGE",
     "MultimodalDataset",
     "MultimodalSplits",
     "coloured_gray_digits",
+    "coloured_gray_profile_digits",
     "load_npz_dataset",
+    "projection_profiles",
     "save_npz_dataset",
 ]
 
@@ -183,6 +199,69 @@ def coloured_gray_digits(
 
     train = build(np.concatenate(train_idx), True)
     test = build(np.concatenate(test_idx), False)
+    return MultimodalSplits(train=train, test=test)
+
+
+# the line sensor's per-example gain is uniform in this range (both ends in the range)
+PROFILE_GAIN_RANGE = (0.7, 1.3)
+
+
+def projection_profiles(images: Tensor) -> Tensor:
+    """The projection profiles of ``images`` (``[N, H, W]`` ink intensities): the ``H`` row
+    means followed by the ``W`` column means, float64 ``[N, H + W]`` in the images' units."""
+    if images.ndim != 3:
+        raise ValueError(f"images must be [N, H, W], got shape {tuple(images.shape)}")
+    x = images.to(torch.float64)
+    return torch.cat([x.mean(dim=2), x.mean(dim=1)], dim=1)  # [N, H] rows, [N, W] columns
+
+
+def _with_profile(
+    dataset: MultimodalDataset, rng: np.random.Generator, profile_noise: float
+) -> MultimodalDataset:
+    """``dataset`` plus ``"profile"`` ``[N, 1, 16]`` of its gray scans: gain x projections
+    + noise. Draws the gains ``[N]``, then standard normals ``[N, 16]`` (scaled by
+    ``profile_noise``), so the gains do not depend on ``profile_noise``."""
+    proj = projection_profiles(dataset.inputs["gray"][:, 0]).numpy()  # [N, 16] float64
+    n = proj.shape[0]
+    gain = rng.uniform(*PROFILE_GAIN_RANGE, size=n)  # [N]
+    noise = rng.standard_normal(size=proj.shape)  # [N, 16]
+    profile = gain[:, None] * proj + profile_noise * noise
+    return MultimodalDataset(
+        inputs={
+            **dataset.inputs,
+            "profile": torch.from_numpy(profile.astype(np.float32)[:, None, :]),
+        },
+        labels=dataset.labels,
+        num_classes=dataset.num_classes,
+    )
+
+
+def coloured_gray_profile_digits(
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    colour_variance: float = 0.03,
+    profile_noise: float = 0.05,
+) -> MultimodalSplits:
+    """Coloured-gray-profile digits (see the module docstring): :func:`coloured_gray_digits`
+    with the same arguments plus ``"profile"`` ``[1, 16]``; deterministic in ``seed``.
+
+    Args:
+        seed: seeds the split and the colours (as :func:`coloured_gray_digits`) and,
+            through a generator of its own, the profile's gains and noise.
+        test_fraction: fraction of each class's scans in the test split, in (0, 1).
+        colour_variance: variance of the per-channel training colour jitter (0.03).
+        profile_noise: standard deviation of the profile's Gaussian noise, in ink
+            intensity units (0.05), finite and >= 0.
+    """
+    if not (math.isfinite(profile_noise) and profile_noise >= 0.0):
+        raise ValueError(f"profile_noise must be a finite number >= 0, got {profile_noise}")
+    base = coloured_gray_digits(
+        seed=seed, test_fraction=test_fraction, colour_variance=colour_variance
+    )
+    rng = np.random.default_rng([seed, 7])  # the profile's own stream (the split uses 6)
+    train = _with_profile(base.train, rng, profile_noise)
+    test = _with_profile(base.test, rng, profile_noise)
     return MultimodalSplits(train=train, test=test)
 
 
