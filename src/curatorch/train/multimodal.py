@@ -29,7 +29,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from curatorch.data import MultimodalDataset, MultimodalSplits, coloured_gray_digits
+from curatorch.data import (
+    MultimodalDataset,
+    MultimodalSplits,
+    coloured_gray_digits,
+    coloured_gray_profile_digits,
+)
 from curatorch.data import load_npz_dataset as _load_npz
 from curatorch.models import ENCODER_KINDS, MultimodalClassifier, MultimodalClassifierConfig
 from curatorch.pareto import (
@@ -75,14 +80,16 @@ __all__ = [
     "train_pareto",
 ]
 
-DATASETS = ("coloured_gray_digits", "npz")
+DATASETS = ("coloured_gray_digits", "coloured_gray_profile_digits", "npz")
 
 
 # ---------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class MultimodalDataSection:
     """The data. ``coloured_gray_digits``: built from sklearn's digits (``seed``,
-    ``test_fraction``, ``colour_variance`` 0.03 by the benchmark's definition). ``npz``:
+    ``test_fraction``, ``colour_variance`` 0.03 by the benchmark's definition).
+    ``coloured_gray_profile_digits``: the same plus a ``profile`` modality ``[1, 16]``
+    whose Gaussian noise has std ``profile_noise`` (0.05; ignored by the others). ``npz``:
     ``train_path`` and ``test_path`` files (one array per modality plus ``label_key``).
     ``modalities`` empty means all of the data's modalities."""
 
@@ -90,6 +97,7 @@ class MultimodalDataSection:
     seed: int = 0
     test_fraction: float = 0.3
     colour_variance: float = 0.03
+    profile_noise: float = 0.05
     train_path: str = ""
     test_path: str = ""
     label_key: str = "labels"
@@ -103,6 +111,10 @@ class MultimodalDataSection:
         if not (self.colour_variance >= 0 and math.isfinite(self.colour_variance)):
             raise ConfigError(
                 f"data.colour_variance must be a finite number >= 0, got {self.colour_variance}"
+            )
+        if not (self.profile_noise >= 0 and math.isfinite(self.profile_noise)):
+            raise ConfigError(
+                f"data.profile_noise must be a finite number >= 0, got {self.profile_noise}"
             )
         if self.dataset == "npz" and not (self.train_path and self.test_path):
             raise ConfigError(
@@ -266,6 +278,13 @@ def build_multimodal_splits(cfg: MultimodalDataSection) -> MultimodalSplits:
     if cfg.dataset == "coloured_gray_digits":
         return coloured_gray_digits(
             seed=cfg.seed, test_fraction=cfg.test_fraction, colour_variance=cfg.colour_variance
+        )
+    if cfg.dataset == "coloured_gray_profile_digits":
+        return coloured_gray_profile_digits(
+            seed=cfg.seed,
+            test_fraction=cfg.test_fraction,
+            colour_variance=cfg.colour_variance,
+            profile_noise=cfg.profile_noise,
         )
     train = _load_npz(cfg.train_path, label_key=cfg.label_key)
     test = _load_npz(cfg.test_path, label_key=cfg.label_key, modalities=train.modalities)
