@@ -45,8 +45,13 @@ from curatorch.models.layers import (
 )
 from curatorch.models.multimodal import (
     ENCODER_KINDS,
+    FUSION_KINDS,
+    FusionTrunk,
     MultimodalClassifier,
     MultimodalClassifierConfig,
+    PatchTokenizer,
+    multimodal_forward_flops,
+    token_layout,
 )
 from curatorch.models.param_groups import no_weight_decay_names, weight_decay_groups
 from curatorch.models.registry import (
@@ -63,9 +68,11 @@ __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
     "CLIP_INIT_LOGIT_BIAS",
     "ENCODER_KINDS",
+    "FUSION_KINDS",
     "MODEL_SIZES",
     "MODEL_SOURCES",
     "FlexiViT",
+    "FusionTrunk",
     "HFCLIPAdapter",
     "HFSiglipAdapter",
     "ImagePreprocessing",
@@ -75,6 +82,7 @@ __all__ = [
     "MultiheadSelfAttention",
     "MultimodalClassifier",
     "MultimodalClassifierConfig",
+    "PatchTokenizer",
     "TextTowerConfig",
     "TextTransformer",
     "Transformer",
@@ -92,6 +100,7 @@ __all__ = [
     "image_forward_flops",
     "load_model_adapter",
     "module_fingerprint",
+    "multimodal_forward_flops",
     "no_weight_decay_names",
     "pi_resize_flops",
     "pi_resize_kernel",
@@ -99,6 +108,7 @@ __all__ = [
     "register_model_size",
     "resize_pos_embed",
     "text_forward_flops",
+    "token_layout",
     "transformer_forward_flops",
     "two_tower_forward_flops",
     "weight_decay_groups",
