@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from curatorch.data import MultimodalSplits
 from curatorch.fileio import atomic_write_text
+from curatorch.train.config import ConfigError
 from curatorch.train.loop import prepare_run_dir
 from curatorch.train.multimodal import (
     ParetoExperimentConfig,
@@ -50,18 +52,38 @@ def _mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]
     return [(s, statistics.fmean(v)) for s, v in sorted(by_step.items())]
 
 
+def _check_fits(cfg: ParetoExperimentConfig, splits: MultimodalSplits) -> list[str]:
+    """The modalities the comparison trains; a :class:`ConfigError` before any run when
+    ``compare.alone`` or ``model.encoder`` does not fit them."""
+    mods = list(cfg.data.modalities or splits.train.modalities)
+    unknown = [m for m in mods if m not in splits.train.modalities]
+    if unknown:
+        raise ConfigError(
+            f"data.modalities names {unknown}, not among {list(splits.train.modalities)}"
+        )
+    for m in cfg.compare.alone:
+        if m not in mods:
+            raise ConfigError(f"compare.alone names {m!r}, not one of the modalities {mods}")
+    shapes = splits.train.input_shapes()
+    flat = [f"{m} {shapes[m]}" for m in mods if len(shapes[m]) != 3]
+    if cfg.model.encoder == "conv" and flat:
+        raise ConfigError(
+            f"model.encoder = 'conv' needs (C, H, W) modalities, but {cfg.data.dataset} has "
+            f"{', '.join(flat)}: use model.encoder = 'mlp' or leave them out of "
+            "data.modalities and compare.alone"
+        )
+    return mods
+
+
 class _Runs:
     """Trains the comparison's runs into ``out/runs`` with shared data and flags."""
 
-    def __init__(self, cfg: ParetoExperimentConfig, out: Path, **flags: Any) -> None:
+    def __init__(
+        self, cfg: ParetoExperimentConfig, out: Path, splits: MultimodalSplits, **flags: Any
+    ) -> None:
         self.cfg, self.flags = cfg, flags
-        self.splits = build_multimodal_splits(cfg.data)
-        self.mods = list(cfg.data.modalities or self.splits.train.modalities)
-        for m in cfg.compare.alone:
-            if m not in self.mods:
-                raise ValueError(
-                    f"compare.alone names {m!r}, not one of the modalities {self.mods}"
-                )
+        self.splits = splits
+        self.mods = _check_fits(cfg, splits)
         self.root = out / "runs"
         self.root.mkdir(exist_ok=True)
 
@@ -169,6 +191,18 @@ def _final(out: Path, result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _data_description(cfg: ParetoExperimentConfig) -> str:
+    """The data line of the report: the dataset and its generation parameters."""
+    d = cfg.data
+    extra = (
+        f", profile noise {d.profile_noise}" if d.dataset == "coloured_gray_profile_digits" else ""
+    )
+    return (
+        f"{d.dataset} (seed {d.seed}, test fraction {d.test_fraction}, "
+        f"colour variance {d.colour_variance}{extra})"
+    )
+
+
 def run_pareto_compare(
     cfg: ParetoExperimentConfig,
     out: Path,
@@ -181,20 +215,18 @@ def run_pareto_compare(
     summary (means per method, unimodal-alone accuracies, step-time ratios, checks)."""
     from curatorch.report import pareto_markdown
 
+    splits = build_multimodal_splits(cfg.data)
+    _check_fits(cfg, splits)  # before the run folder is made
     prepare_run_dir(out, config=pareto_config_to_dict(cfg), resume=resume, overwrite=overwrite)
-    runs = _Runs(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    runs = _Runs(cfg, out, splits, resume=resume, overwrite=overwrite, progress=progress)
     methods = {method: runs.method(method) for method in cfg.compare.methods}
     alone = {mod: runs.alone(mod) for mod in cfg.compare.alone}
     base = statistics.median(methods["uniform"]["step_time_s"]) if "uniform" in methods else None
     for row in methods.values():
         med = statistics.median(row["step_time_s"])
         row["step_time_ratio"] = med / base if base else None
-    data_desc = (
-        f"{cfg.data.dataset} (seed {cfg.data.seed}, test fraction {cfg.data.test_fraction}, "
-        f"colour variance {cfg.data.colour_variance})"
-    )
     result = {
-        "data": data_desc,
+        "data": _data_description(cfg),
         "seeds": list(cfg.compare.seeds),
         "modalities": runs.mods,
         "methods": methods,

@@ -20,10 +20,11 @@ def pareto_cos_plot(
     title: str = "cos(g_m, g_u) during training",
 ) -> Path:
     """Plot ``cos(g_m, g_u)`` against the step, one panel per modality, one line per
-    method (``curves[method][modality] = [(step, cos), ...]``, e.g. averaged over seeds).
+    method (``curves[method][modality] = [(step, cos), ...]``, e.g. averaged over seeds;
+    panels in the order the modalities first appear).
     Writes a PNG atomically (its folder must exist) and returns its path."""
     plt = pyplot()
-    mods = sorted({m for per in curves.values() for m in per})
+    mods = list(dict.fromkeys(m for per in curves.values() for m in per))  # first-seen order
     if not mods:
         raise ValueError("curves holds no modality; nothing to plot")
     fig, axes = plt.subplots(1, len(mods), figsize=(5 * len(mods), 3.4), squeeze=False)
