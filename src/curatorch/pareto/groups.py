@@ -109,7 +109,11 @@ def pcgrad_weights(gram: np.ndarray, generator: torch.Generator | None = None) -
     k = gram.shape[0]
     total = np.zeros(k)
     for i in range(k):
-        order = range(k) if k <= 2 else torch.randperm(k, generator=generator).tolist()
+        if k <= 2:
+            order: Sequence[int] = range(k)
+        else:
+            device = generator.device if generator is not None else None
+            order = torch.randperm(k, generator=generator, device=device).tolist()
         w = np.zeros(k)
         w[i] = 1.0
         for j in order:

@@ -36,12 +36,19 @@ from curatorch.data import (
     coloured_gray_profile_digits,
 )
 from curatorch.data import load_npz_dataset as _load_npz
-from curatorch.models import ENCODER_KINDS, MultimodalClassifier, MultimodalClassifierConfig
+from curatorch.models import (
+    ENCODER_KINDS,
+    FUSION_KINDS,
+    MultimodalClassifier,
+    MultimodalClassifierConfig,
+)
 from curatorch.pareto import (
     INTEGRATORS,
     SCALES,
     VJP_MODES,
     GradientIntegrator,
+    GroupIntegrator,
+    build_group_integrator,
     build_integrator,
 )
 from curatorch.pareto import true_class_confidence as _confidence
@@ -79,6 +86,16 @@ __all__ = [
     "pareto_config_to_dict",
     "train_pareto",
 ]
+
+# early fusion: the pareto.method names -> group integrators; the trunk's group name
+EARLY_METHODS = {
+    "uniform": "uniform",
+    "multimodal": "first",
+    "mgda": "mgda",
+    "pcgrad": "pcgrad",
+    "mmpareto": "mmpareto",
+}
+TRUNK = "trunk"
 
 DATASETS = ("coloured_gray_digits", "coloured_gray_profile_digits", "npz")
 
@@ -127,20 +144,43 @@ class MultimodalDataSection:
 
 @dataclass(frozen=True)
 class MultimodalModelSection:
-    """The classifier: encoder kind (``mlp`` or ``conv``), hidden width, feature size."""
+    """The classifier. ``fusion = "late"``: one encoder per modality (``encoder``: ``mlp``
+    or ``conv``, ``hidden`` width, ``embed_dim`` features), concatenated into the fusion
+    head. ``fusion = "early"``: per-modality tokenizers (``patch``: patch side for
+    ``(C, H, W)`` inputs, chunk length for ``(C, L)`` ones) and a shared transformer trunk
+    (``depth`` blocks, ``num_heads`` heads, MLP width ``hidden``, width ``embed_dim``) over
+    the tokens of every modality; ``encoder`` must stay ``mlp`` then."""
 
     encoder: str = "mlp"
     hidden: int = 128
     embed_dim: int = 64
+    fusion: str = "late"
+    patch: int = 2
+    depth: int = 2
+    num_heads: int = 4
 
     def validate(self) -> None:
         if self.encoder not in ENCODER_KINDS:
             raise ConfigError(
                 f"model.encoder must be one of {list(ENCODER_KINDS)}, got {self.encoder!r}"
             )
-        for key in ("hidden", "embed_dim"):
+        if self.fusion not in FUSION_KINDS:
+            raise ConfigError(
+                f"model.fusion must be one of {list(FUSION_KINDS)}, got {self.fusion!r}"
+            )
+        if self.fusion == "early" and self.encoder != "mlp":
+            raise ConfigError(
+                f"model.encoder applies only to model.fusion = 'late', got {self.encoder!r} "
+                "with 'early' (the early-fusion model tokenizes every modality)"
+            )
+        for key in ("hidden", "embed_dim", "patch", "depth", "num_heads"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.fusion == "early" and self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"model.embed_dim ({self.embed_dim}) must be divisible by model.num_heads "
+                f"({self.num_heads}) with early fusion"
+            )
 
 
 # the multimodal task's defaults for the shared sections: SGD with momentum (the MMPareto
@@ -240,6 +280,18 @@ class ParetoExperimentConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        if self.model.fusion == "early":
+            for key, names in (
+                ("pareto.method", (self.pareto.method,)),
+                ("compare.methods", self.compare.methods),
+            ):
+                bad = [n for n in names if n not in EARLY_METHODS]
+                if bad:
+                    raise ConfigError(
+                        f"{key} {bad} not available with model.fusion = 'early' (choose from "
+                        f"{sorted(EARLY_METHODS)}; OGM-GE modulates the per-modality encoders "
+                        "of a late-fusion model)"
+                    )
 
 
 _SECTIONS: dict[str, Section] = {
@@ -368,15 +420,27 @@ class MultimodalClassifierTask(BaseTask):
         self.mods = train_set.modalities
         if "multimodal" in self.mods:
             raise ConfigError("a modality may not be called 'multimodal' (the fused loss's name)")
+        if cfg.model.fusion == "early" and TRUNK in self.mods:
+            raise ConfigError(
+                f"a modality may not be called {TRUNK!r} with early fusion (the trunk's name)"
+            )
         shapes = train_set.input_shapes()
-        self.model_cfg = MultimodalClassifierConfig(
-            modalities=self.mods,
-            input_shapes=tuple(shapes[m] for m in self.mods),
-            num_classes=train_set.num_classes,
-            encoder=cfg.model.encoder,
-            hidden=cfg.model.hidden,
-            embed_dim=cfg.model.embed_dim,
-        )
+        m = cfg.model
+        try:
+            self.model_cfg = MultimodalClassifierConfig(
+                modalities=self.mods,
+                input_shapes=tuple(shapes[mod] for mod in self.mods),
+                num_classes=train_set.num_classes,
+                encoder=m.encoder,
+                hidden=m.hidden,
+                embed_dim=m.embed_dim,
+                fusion=m.fusion,
+                patch=m.patch,
+                depth=m.depth,
+                num_heads=m.num_heads,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"model (fusion {m.fusion!r}): {exc}") from exc
 
     def build_model(self) -> torch.nn.Module:
         self.model = MultimodalClassifier(self.model_cfg)
@@ -389,22 +453,56 @@ class MultimodalClassifierTask(BaseTask):
         cfg, device = self.cfg, run.device
         self.sampler = EpochSampler(len(self.train_set), seed=cfg.train.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 17)
-        options: dict[str, Any] = {"vjp": cfg.pareto.vjp}
-        if self.method == "mmpareto":
-            options.update(gamma=cfg.pareto.gamma, scale=cfg.pareto.scale)
-        elif self.method == "ogm_ge":
-            options.update(alpha=cfg.pareto.ogm_alpha, generator=self.noise_gen)
         try:
-            self.integ: GradientIntegrator = build_integrator(
-                self.method,
-                encoders=self.model.encoder_parameters(),
-                heads=self.model.head_parameters(),
-                **options,
-            )
+            if cfg.model.fusion == "early":
+                self.integ: GradientIntegrator | GroupIntegrator = self._group_integrator()
+            else:
+                self.integ = self._encoder_integrator()
         except ValueError as exc:
             raise ConfigError(f"pareto.method {self.method!r}: {exc}") from exc
         self.diagnosis_is_extra = not self.integ.needs_per_loss
         self.forward: torch.nn.Module = self.model
+
+    def _encoder_integrator(self) -> GradientIntegrator:
+        """Late fusion: two objectives per encoder (the multimodal integrators)."""
+        p = self.cfg.pareto
+        options: dict[str, Any] = {"vjp": p.vjp}
+        if self.method == "mmpareto":
+            options.update(gamma=p.gamma, scale=p.scale)
+        elif self.method == "ogm_ge":
+            options.update(alpha=p.ogm_alpha, generator=self.noise_gen)
+        return build_integrator(
+            self.method,
+            encoders=self.model.encoder_parameters(),
+            heads=self.model.head_parameters(),
+            **options,
+        )
+
+    def _group_integrator(self) -> GroupIntegrator:
+        """Early fusion: each tokenizer has the multimodal loss and its own unimodal loss
+        as objectives, the shared trunk has all of them (``1 + M`` objectives)."""
+        p = self.cfg.pareto
+        if self.method not in EARLY_METHODS:
+            raise ValueError(
+                f"with model.fusion = 'early' the methods are {sorted(EARLY_METHODS)} "
+                "(OGM-GE modulates per-modality encoders of a late-fusion model)"
+            )
+        groups: dict[str, tuple[Any, tuple[str, ...]]] = {
+            mod: (params, ("multimodal", mod))
+            for mod, params in self.model.encoder_parameters().items()
+        }
+        groups[TRUNK] = (self.model.shared_parameters(), ("multimodal", *self.mods))
+        options: dict[str, Any] = {}
+        if self.method == "mmpareto":
+            options.update(gamma=p.gamma, scale=p.scale)
+        elif self.method == "pcgrad":
+            options.update(generator=self.noise_gen)
+        return build_group_integrator(
+            EARLY_METHODS[self.method],
+            groups=groups,
+            heads=self.model.head_parameters(),
+            **options,
+        )
 
     def state(self) -> TaskState:
         return TaskState(self.sampler, {"noise": self.noise_gen})
@@ -447,6 +545,9 @@ class MultimodalClassifierTask(BaseTask):
     ) -> dict[str, Any]:
         if grad_scale != 1.0:
             raise ValueError("the multimodal task does not use DDP: grad_scale must be 1")
+        if isinstance(self.integ, GroupIntegrator):
+            gdiag = self.integ.backward(losses=terms, diagnose=diagnose)
+            return gdiag.to_dict() if diagnose else {}
         diag = self.integ.backward(
             multimodal_loss=terms["multimodal"],
             unimodal_losses={m: terms[m] for m in self.mods},
@@ -467,7 +568,8 @@ class MultimodalClassifierTask(BaseTask):
     def summary_extras(self, out: Path) -> dict[str, Any]:
         extras: dict[str, Any] = {"modalities": list(self.mods)}
         diags = read_jsonl(out / "diagnostics.jsonl")
-        for m in self.mods:
+        groups = [*self.mods, TRUNK] if self.cfg.model.fusion == "early" else self.mods
+        for m in groups:
             cos = [d[f"cos/{m}"] for d in diags if d.get(f"cos/{m}") is not None]
             if cos:
                 extras[f"mean_cos/{m}"] = sum(cos) / len(cos)
