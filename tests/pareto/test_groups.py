@@ -150,7 +150,12 @@ def test_pcgrad_weights_match_vector_projection() -> None:
 def test_accumulates_and_validates() -> None:
     model = MultiTask().double()
     objs = ("t0", "t1", "t2")
-    integ = build_group_integrator("mmpareto", groups={"s": (model.enc.parameters(), objs)})
+    lonely = build_group_integrator("mmpareto", groups={"s": (model.enc.parameters(), objs)})
+    with pytest.raises(ValueError, match=r"6 trainable parameter\(s\) given neither"):
+        lonely.backward(losses=model.losses())  # the heads were forgotten: not silent
+    integ = build_group_integrator(
+        "mmpareto", groups={"s": (model.enc.parameters(), objs)}, heads=model.heads.parameters()
+    )
     integ.backward(losses=model.losses())
     once = [p.grad.clone() for p in model.enc.parameters()]
     integ.backward(losses=model.losses())

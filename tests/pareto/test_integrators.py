@@ -323,3 +323,12 @@ def test_classifier_forward_from_features_matches_forward() -> None:
     torch.testing.assert_close(again["logits"], out["logits"])
     for m in ("a", "b"):
         torch.testing.assert_close(again["unimodal_logits"][m], out["unimodal_logits"][m])
+
+
+def test_a_forgotten_parameter_is_an_error_not_a_silent_freeze() -> None:
+    model = make_model()
+    x, y = batch()
+    lm, lu, _ = losses(model, x, y)
+    integ = build_integrator("mmpareto", encoders=model.encoder_parameters(), heads=[])
+    with pytest.raises(ValueError, match="given neither as a group"):
+        integ.backward(multimodal_loss=lm, unimodal_losses=lu)

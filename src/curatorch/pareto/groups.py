@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from curatorch.pareto.integrators import check_all_owned
 from curatorch.pareto.nrule import SOLVERS, min_norm_simplex, mmpareto_weights_n
 from curatorch.pareto.rule import (
     DEFAULT_GAMMA,
@@ -183,6 +184,7 @@ class GroupIntegrator:
                 raise ValueError(
                     f"a parameter is in both heads and groups[{seen[id(p)]!r}]; pass it once"
                 )
+        self._owned_checked = False
         self.all_objectives = tuple(
             dict.fromkeys(o for objs in self.objectives.values() for o in objs)
         )
@@ -198,6 +200,10 @@ class GroupIntegrator:
         for name, loss in losses.items():
             if not isinstance(loss, Tensor) or loss.ndim != 0:
                 raise ValueError(f"losses[{name!r}] must be a scalar tensor")
+        if not self._owned_checked:  # the graph's structure is fixed: walk it once
+            owned = [p for ps in self.params.values() for p in ps] + self.heads
+            check_all_owned(losses.values(), owned)
+            self._owned_checked = True
 
     def _per_loss_grads(
         self, losses: Mapping[str, Tensor]

@@ -208,6 +208,40 @@ def _reachable_leaves(loss: Tensor) -> set[int]:
     return leaves
 
 
+def unowned_parameters(losses: Iterable[Tensor], owned: Iterable[Tensor]) -> list[Tensor]:
+    """The ``nn.Parameter`` leaves the losses' graphs reach that are not in ``owned``: a
+    trainable parameter an integrator was not given would silently get no gradient."""
+    known = {id(p) for p in owned}
+    found: dict[int, Tensor] = {}
+    seen: set[int] = set()
+    stack = [loss.grad_fn for loss in losses]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)
+        if isinstance(variable, torch.nn.Parameter) and id(variable) not in known:
+            found[id(variable)] = variable
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return list(found.values())
+
+
+def check_all_owned(losses: Iterable[Tensor], owned: Iterable[Tensor]) -> None:
+    """Raise naming the count and shapes of trainable parameters the losses reach that are
+    in no parameter group and not in ``heads``."""
+    missing = unowned_parameters(losses, owned)
+    if missing:
+        shapes = ", ".join(str(tuple(p.shape)) for p in missing[:4])
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        raise ValueError(
+            f"the losses reach {len(missing)} trainable parameter(s) given neither as a group "
+            f"(encoder) nor in heads (shapes {shapes}{more}); they would get no gradient: "
+            "pass them in heads (plain summed gradient) or a group, or freeze them "
+            "(requires_grad=False)"
+        )
+
+
 def _zeros_for_none(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor]:
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
@@ -300,6 +334,7 @@ class GradientIntegrator:
         self._enc_all = [p for mod in self.modalities for p in self.encoders[mod]]
         self._separable: bool | None = None
         self._features_checked = False
+        self._owned_checked = False
 
     # -- validation -------------------------------------------------------------------
     def _check_losses(self, multimodal_loss: Tensor, unimodal_losses: Mapping[str, Tensor]) -> None:
@@ -316,6 +351,11 @@ class GradientIntegrator:
         for mod, loss in unimodal_losses.items():
             if not isinstance(loss, Tensor) or loss.ndim != 0:
                 raise ValueError(f"unimodal_losses[{mod!r}] must be a scalar tensor")
+        if not self._owned_checked:  # the graph's structure is fixed: walk it once
+            check_all_owned(
+                [multimodal_loss, *unimodal_losses.values()], self._enc_all + self.heads
+            )
+            self._owned_checked = True
 
     def _check_features(
         self,
