@@ -31,6 +31,13 @@ from curatorch.data.multimodal import (
     projection_profiles,
     save_npz_dataset,
 )
+from curatorch.data.multitask import (
+    DIGIT_TASKS,
+    PIXEL_NOISE,
+    MultiTaskDataset,
+    MultiTaskSplits,
+    noisy_digit_tasks,
+)
 from curatorch.data.noise import (
     BOILERPLATE_TEMPLATES,
     DEGRADE_STRENGTH,
@@ -88,10 +95,12 @@ __all__ = [
     "BUILTIN_TOKENIZER",
     "DEGRADE_STRENGTH",
     "DIGIT_COLOURS",
+    "DIGIT_TASKS",
     "FAULT_REASONS",
     "NOISE_FIELDS",
     "NOISE_KINDS",
     "PAD_ID",
+    "PIXEL_NOISE",
     "PROFILE_GAIN_RANGE",
     "SPECIAL_TOKENS",
     "TOKENIZER_KINDS",
@@ -102,6 +111,8 @@ __all__ = [
     "EmbeddingCache",
     "EvalSets",
     "HFTokenizer",
+    "MultiTaskDataset",
+    "MultiTaskSplits",
     "MultimodalDataset",
     "MultimodalSplits",
     "PairDataset",
@@ -136,6 +147,7 @@ __all__ = [
     "load_tokenizer",
     "noise_code",
     "noise_counts",
+    "noisy_digit_tasks",
     "pil_to_tensor",
     "projection_profiles",
     "quantize_",

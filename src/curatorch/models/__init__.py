@@ -53,6 +53,7 @@ from curatorch.models.multimodal import (
     multimodal_forward_flops,
     token_layout,
 )
+from curatorch.models.multitask import MultiTaskClassifier, MultiTaskClassifierConfig
 from curatorch.models.param_groups import no_weight_decay_names, weight_decay_groups
 from curatorch.models.registry import (
     MODEL_SIZES,
@@ -79,6 +80,8 @@ __all__ = [
     "ImageTextModel",
     "ImageTowerConfig",
     "ModelSize",
+    "MultiTaskClassifier",
+    "MultiTaskClassifierConfig",
     "MultiheadSelfAttention",
     "MultimodalClassifier",
     "MultimodalClassifierConfig",
