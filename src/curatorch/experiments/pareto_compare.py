@@ -24,6 +24,7 @@ from curatorch.train.loop import prepare_run_dir
 from curatorch.train.multimodal import (
     ParetoExperimentConfig,
     build_multimodal_splits,
+    check_early_methods,
     pareto_config_to_dict,
     train_pareto,
 )
@@ -61,6 +62,8 @@ def _check_fits(cfg: ParetoExperimentConfig, splits: MultimodalSplits) -> list[s
         raise ConfigError(
             f"data.modalities names {unknown}, not among {list(splits.train.modalities)}"
         )
+    if cfg.model.fusion == "early":
+        check_early_methods("compare.methods", cfg.compare.methods)
     for m in cfg.compare.alone:
         if m not in mods:
             raise ConfigError(f"compare.alone names {m!r}, not one of the modalities {mods}")

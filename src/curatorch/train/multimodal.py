@@ -80,6 +80,7 @@ __all__ = [
     "ParetoSection",
     "ParetoTrainConfig",
     "build_multimodal_splits",
+    "check_early_methods",
     "evaluate_multimodal",
     "load_pareto_config",
     "pareto_config_from_dict",
@@ -281,17 +282,18 @@ class ParetoExperimentConfig:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
         if self.model.fusion == "early":
-            for key, names in (
-                ("pareto.method", (self.pareto.method,)),
-                ("compare.methods", self.compare.methods),
-            ):
-                bad = [n for n in names if n not in EARLY_METHODS]
-                if bad:
-                    raise ConfigError(
-                        f"{key} {bad} not available with model.fusion = 'early' (choose from "
-                        f"{sorted(EARLY_METHODS)}; OGM-GE modulates the per-modality encoders "
-                        "of a late-fusion model)"
-                    )
+            check_early_methods("pareto.method", (self.pareto.method,))
+
+
+def check_early_methods(key: str, names: Sequence[str]) -> None:
+    """ConfigError naming ``key`` when a method in ``names`` has no early-fusion form."""
+    bad = [n for n in names if n not in EARLY_METHODS]
+    if bad:
+        raise ConfigError(
+            f"{key} {bad} not available with model.fusion = 'early' (choose from "
+            f"{sorted(EARLY_METHODS)}; OGM-GE modulates the per-modality encoders of a "
+            "late-fusion model)"
+        )
 
 
 _SECTIONS: dict[str, Section] = {
