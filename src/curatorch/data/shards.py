@@ -56,8 +56,11 @@ __all__ = [
     "ShardStream",
     "expand_shards",
     "export_shards",
+    "fault_counts",
     "iter_captions",
     "iter_shard",
+    "iter_shard_batches",
+    "iter_shard_members",
     "shard_name",
 ]
 
@@ -419,6 +422,62 @@ def iter_shard(
             yield ShardFault("truncated_tar", None, item.index, item.detail)
         else:
             yield _decode_group(item, image_size)
+
+
+def fault_counts() -> dict[str, int]:
+    """Zeroed sample counts, as :meth:`ShardStream.counts` reports them: ``samples_ok``,
+    ``samples_skipped`` and ``skipped_<reason>`` for every reason of :data:`FAULT_REASONS`."""
+    return {"samples_ok": 0, "samples_skipped": 0, **{f"skipped_{r}": 0 for r in FAULT_REASONS}}
+
+
+def iter_shard_batches(
+    url: str | os.PathLike[str],
+    *,
+    image_size: int,
+    batch_size: int,
+    counts: dict[str, int] | None = None,
+) -> Iterator[tuple[list[str], torch.Tensor, list[str]]]:
+    """The usable samples of one shard in file order, ``batch_size`` at a time (the last
+    batch may hold fewer): ``(keys, images, captions)``, images uint8 ``[n, 3, S, S]``.
+
+    Samples are decoded as :func:`iter_shard` decodes them; each one it yields as a fault
+    is skipped and counted in ``counts`` (a dict from :func:`fault_counts`, updated in
+    place as the batches are read), each usable one counted as ``samples_ok``.
+    """
+    _check_int("batch_size", batch_size, 1)
+    counts = fault_counts() if counts is None else counts
+    keys: list[str] = []
+    images: list[torch.Tensor] = []
+    captions: list[str] = []
+    for item in iter_shard(url, image_size=image_size):
+        if isinstance(item, ShardFault):
+            counts["samples_skipped"] += 1
+            counts[f"skipped_{item.reason}"] += 1
+            continue
+        counts["samples_ok"] += 1
+        keys.append(item.key)
+        images.append(item.image)
+        captions.append(item.caption)
+        if len(keys) == batch_size:
+            yield keys, torch.stack(images), captions
+            keys, images, captions = [], [], []
+    if keys:
+        yield keys, torch.stack(images), captions
+
+
+def iter_shard_members(url: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` of every sample of one shard in file order, read but
+    not decoded (extensions lower-case, in member order): what :func:`iter_shard` decodes.
+
+    A sample whose key was seen before in the shard is passed over (:func:`iter_shard`
+    skips it as ``duplicate_key``), and a damaged tar ends the samples where the damage
+    starts (``truncated_tar``).
+    """
+    for item in _shard_groups(os.fspath(url)):
+        if isinstance(item, _Damage):
+            return
+        if not item.duplicate:
+            yield item.key, dict(item.members)
 
 
 def iter_captions(urls: Sequence[str | os.PathLike[str]], *, limit: int = 0) -> Iterator[str]:

@@ -27,10 +27,9 @@ from curatorch.data.shard_cache import (
     write_shard_cache_meta,
 )
 from curatorch.data.shards import (
-    FAULT_REASONS,
     ShardBatch,
-    ShardFault,
-    iter_shard,
+    fault_counts,
+    iter_shard_batches,
     shard_name,
 )
 from curatorch.models import (
@@ -50,7 +49,9 @@ __all__ = [
     "EMBED_MODEL_SOURCES",
     "EmbedModel",
     "ShardCachedReference",
+    "check_model_fits",
     "detect_model_source",
+    "embed_batch",
     "embed_shards",
     "load_embed_model",
     "load_shard_reference",
@@ -62,11 +63,6 @@ EMBED_MODEL_SOURCES = ("auto", "curatorch", "hf")
 BIAS_FIT_PAIRS = 1024
 _HF_MODEL_TYPES = ("siglip", "clip")
 _CURATORCH_MODEL_FILE = "curatorch_model.json"  # TwoTowerAdapter.save's record
-
-
-def _new_counts() -> dict[str, int]:
-    """Zeroed sample counts: ``samples_ok``, ``samples_skipped``, ``skipped_<reason>``."""
-    return {"samples_ok": 0, "samples_skipped": 0, **{f"skipped_{r}": 0 for r in FAULT_REASONS}}
 
 
 # ------------------------------------------------------------------ the model
@@ -196,7 +192,7 @@ def load_embed_model(
     )
 
 
-def _check_model_fits(
+def check_model_fits(
     model: ImageTextModel, *, tokenizer: Any, image_size: int, tokenizer_name: str
 ) -> None:
     """Refuse a tokenizer with more ids than the model's embedding table or longer rows
@@ -215,19 +211,17 @@ def _check_model_fits(
 
 
 @torch.no_grad()
-def _embed_part(
+def embed_batch(
     model: ImageTextModel,
-    images: list[torch.Tensor],
-    captions: list[str],
+    images: torch.Tensor,
+    tokens: torch.Tensor,
     *,
-    tokenizer: Any,
-    device: torch.device | str,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 ``(image [n, D], text [n, D])`` embeddings (on CPU) of decoded samples:
-    uint8 ``[3, S, S]`` images through the model's ``preprocessing``, captions through
-    ``tokenizer`` (``[n, L]`` ids)."""
-    pixels = model.preprocessing(torch.stack(images))  # [n, 3, S, S] float32
-    tokens = tokenizer.encode(captions)  # [n, L]
+    """Float32 ``(image [n, D], text [n, D])`` embeddings (on CPU, L2-normalised) of ``n``
+    pairs: uint8 ``[n, 3, S, S]`` images through the model's ``preprocessing``, and
+    ``[n, L]`` token ids (right-padded with the model's pad id)."""
+    pixels = model.preprocessing(images)  # [n, 3, S, S] float32
     img = model.encode_image(pixels.to(device, non_blocking=True)).float().cpu()
     txt = model.encode_text(tokens.to(device, non_blocking=True)).float().cpu()
     return img, txt
@@ -246,28 +240,14 @@ def _embed_shard(
     keys: list[str] = []
     img_parts: list[torch.Tensor] = [torch.empty(0, model.embed_dim)]
     txt_parts: list[torch.Tensor] = [torch.empty(0, model.embed_dim)]
-    images: list[torch.Tensor] = []
-    captions: list[str] = []
-    counts = _new_counts()
-    items = iter_shard(url, image_size=image_size)
-    while True:
-        item = next(items, None)
-        if isinstance(item, ShardFault):
-            counts["samples_skipped"] += 1
-            counts[f"skipped_{item.reason}"] += 1
-            continue
-        if item is not None:
-            counts["samples_ok"] += 1
-            keys.append(item.key)
-            images.append(item.image)
-            captions.append(item.caption)
-        if images and (item is None or len(images) >= batch_size):
-            img, txt = _embed_part(model, images, captions, tokenizer=tokenizer, device=device)
-            img_parts.append(img)
-            txt_parts.append(txt)
-            images, captions = [], []
-        if item is None:
-            return keys, torch.cat(img_parts), torch.cat(txt_parts), counts
+    counts = fault_counts()
+    batches = iter_shard_batches(url, image_size=image_size, batch_size=batch_size, counts=counts)
+    for batch_keys, images, captions in batches:
+        img, txt = embed_batch(model, images, tokenizer.encode(captions), device=device)
+        keys += batch_keys
+        img_parts.append(img)
+        txt_parts.append(txt)
+    return keys, torch.cat(img_parts), torch.cat(txt_parts), counts
 
 
 def _check_embed_args(
@@ -342,7 +322,7 @@ def _embed_all_shards(
     embeddings ``(image [h, D], text [h, D])`` of the first ``h <= head`` samples."""
     from tqdm.auto import tqdm
 
-    counts = _new_counts()
+    counts = fault_counts()
     firsts: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
     kept = 0
     bar = tqdm(total=len(urls), desc="embed", unit="shard", disable=not progress, mininterval=0.5)
@@ -482,7 +462,7 @@ def embed_shards(
             model, source=model_source, pad_id=getattr(tokenizer, "pad_id", None), device=device
         )
     name = tokenizer_name or f"tokenizer ({type(tokenizer).__name__})"
-    _check_model_fits(
+    check_model_fits(
         model.adapter, tokenizer=tokenizer, image_size=image_size, tokenizer_name=name
     )
     _check_existing_cache(out_path, model, overwrite=overwrite)
