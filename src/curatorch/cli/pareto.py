@@ -1,4 +1,5 @@
-"""``curatorch pareto train`` and ``curatorch pareto compare`` (MMPareto and baselines)."""
+"""``curatorch pareto train``, ``curatorch pareto compare`` and ``curatorch pareto multitask``
+(MMPareto and baselines)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,21 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Add the ``pareto`` command group (``train``, ``compare``) to ``sub``."""
+    """Add the ``pareto`` command group (``train``, ``compare``, ``multitask``) to ``sub``."""
     p = sub.add_parser("pareto", help="multimodal classifier with MMPareto or a baseline")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, handler, help_text in (
         ("train", _train, "train one multimodal classifier from a TOML config"),
         ("compare", _compare, "methods x seeds plus unimodal-alone models -> report"),
+        ("multitask", _multitask, "multi-task: methods x seeds plus each task alone -> report"),
     ):
-        epilog = COMPARISON_EPILOG if name == "compare" else None
+        epilog = COMPARISON_EPILOG if name in ("compare", "multitask") else None
         a = actions.add_parser(name, help=help_text, epilog=epilog)
+        shipped = "multitask" if name == "multitask" else "pareto"
         a.add_argument(
-            "config", type=Path, help="experiment config: a TOML file or a shipped name (pareto)"
+            "config",
+            type=Path,
+            help=f"experiment config: a TOML file or a shipped name ({shipped})",
         )
         a.add_argument("--out", type=Path, required=True, help="run folder")
         add_set_option(a)
@@ -73,6 +78,18 @@ def _compare(args: argparse.Namespace) -> int:
 
     cfg = load_pareto_config(config_path(args.config), args.overrides)
     final = run_pareto_compare(
+        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    print(json.dumps(final))
+    return 0
+
+
+def _multitask(args: argparse.Namespace) -> int:
+    from curatorch.experiments.multitask_compare import run_multitask_compare
+    from curatorch.train.multitask import load_multitask_config
+
+    cfg = load_multitask_config(config_path(args.config), args.overrides)
+    final = run_multitask_compare(
         cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
     )
     print(json.dumps(final))
