@@ -3,6 +3,8 @@
     python benchmarks/pareto_step.py --json                # the configs/pareto.toml model
     python benchmarks/pareto_step.py --set model.encoder=conv --set train.batch_size=256
     python benchmarks/pareto_step.py --set pareto.vjp=batched
+    python benchmarks/pareto_step.py --config pareto3 --json        # three modalities
+    python benchmarks/pareto_step.py --config pareto_early --json   # trunk: 3 objectives
 
 Each method is a :class:`~curatorch.train.multimodal.MultimodalClassifierTask` built from
 ``configs/pareto.toml`` (plus ``--set`` overrides) and set up by
@@ -99,7 +101,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "mmpareto_step_s": step["mmpareto"],
         "uniform_step_s": step["uniform"],
         "device": str(trainers["mmpareto"].device),
+        "config": args.config,
         "encoder": cfg.model.encoder,
+        "fusion": cfg.model.fusion,
+        "modalities": list(trainers["mmpareto"].task.mods),  # type: ignore[attr-defined]
         "batch_size": cfg.train.batch_size,
         "vjp": cfg.pareto.vjp,
         "threads": args.threads,

@@ -34,9 +34,10 @@ def pareto_cos_plot(
             if pts:
                 ax.plot([s for s, _ in pts], [c for _, c in pts], label=method, lw=1.2)
         ax.axhline(0.0, color="k", lw=0.8, ls="--")
-        ax.set_title(f"{mod} encoder")
+        trunk = mod == "trunk"  # early fusion: the least pairwise cosine of its objectives
+        ax.set_title("shared trunk" if trunk else f"{mod} encoder")
         ax.set_xlabel("step")
-        ax.set_ylabel("cos(g_m, g_u)")
+        ax.set_ylabel("least pairwise cos" if trunk else "cos(g_m, g_u)")
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -58,6 +59,7 @@ def _mean_std(values: Sequence[float]) -> str:
 def pareto_markdown(result: Mapping[str, Any]) -> str:
     """The Markdown report of ``curatorch pareto compare``'s result (see its summary)."""
     mods: list[str] = result["modalities"]
+    groups: list[str] = result.get("groups", mods)  # + the early-fusion trunk
     spread = "one seed, so no spread" if len(result["seeds"]) == 1 else "mean ± std over seeds"
     lines = [
         "# MMPareto comparison",
@@ -69,15 +71,15 @@ def pareto_markdown(result: Mapping[str, Any]) -> str:
         "| method | multimodal acc | "
         + " | ".join(f"{m} head acc" for m in mods)
         + " | "
-        + " | ".join(f"conflict rate {m}" for m in mods)
+        + " | ".join(f"conflict rate {g}" for g in groups)
         + " | step time / uniform |",
-        "|---|---|" + "---|" * (2 * len(mods)) + "---|",
+        "|---|---|" + "---|" * (len(mods) + len(groups)) + "---|",
     ]
     for method, row in result["methods"].items():
         cells = [_mean_std(row["test_acc"])]
         cells += [_mean_std(row[f"test_acc/{m}"]) for m in mods]
-        for m in mods:
-            rates = row.get(f"conflict_rate/{m}", [])
+        for g in groups:
+            rates = row.get(f"conflict_rate/{g}", [])
             cells.append(f"{statistics.fmean(rates):.3f}" if rates else "-")
         ratio = row.get("step_time_ratio")
         cells.append(f"{ratio:.2f}" if ratio is not None else "-")
