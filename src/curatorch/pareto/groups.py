@@ -249,7 +249,9 @@ class GroupIntegrator:
             out.zero_()
         return out, c
 
-    def _group_backward(self, name: str, grads: Mapping[str, list[Tensor]]) -> dict[str, Any]:
+    def _group_backward(
+        self, name: str, grads: Mapping[str, list[Tensor]], diagnose: bool = True
+    ) -> dict[str, Any] | None:
         objs = self.objectives[name]
         per_obj = [grads[o] for o in objs]
         layout = FlatLayout([p.shape for p in self.params[name]])
@@ -262,6 +264,8 @@ class GroupIntegrator:
         for p, g in zip(self.params[name], layout.unflatten(out), strict=True):
             g = g.to(p.dtype)
             p.grad = g if p.grad is None else p.grad.add_(g)
+        if not diagnose:
+            return None
         cos = _cosines(gram)
         off = cos[~np.eye(len(objs), dtype=bool)]
         least = float(off.min()) if off.size else 1.0
@@ -287,8 +291,9 @@ class GroupIntegrator:
         Args:
             losses: objective name -> scalar loss; every objective a group names must be
                 there; others only train the heads.
-            diagnose: also compute diagnostics where the method does not need per-loss
-                gradients (``uniform``; costs the per-loss backward passes).
+            diagnose: compute and return the per-group diagnostics (an empty record
+                otherwise: they cost host syncs; for ``uniform`` they also cost the
+                per-loss backward passes).
         """
         self._check_losses(losses)
         if not self.needs_per_loss and not diagnose:
@@ -297,7 +302,9 @@ class GroupIntegrator:
         grads, heads = self._per_loss_grads(losses)
         diag = GroupDiagnostics()
         for name in self.params:
-            diag.records[name] = self._group_backward(name, grads[name])
+            rec = self._group_backward(name, grads[name], diagnose)
+            if rec is not None:
+                diag.records[name] = rec
         for p, g in zip(self.heads, heads, strict=True):
             p.grad = g if p.grad is None else p.grad.add_(g)
         return diag
