@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev,text,hf,tb,table]"
+	$(BIN)/pip install --quiet -e ".[dev,text,hf,tb,table,jd]"
 	touch $(STAMP)
 
 setup: $(STAMP)
