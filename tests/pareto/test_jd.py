@@ -230,13 +230,18 @@ def late_losses(model: MultimodalClassifier, seed: int) -> list[torch.Tensor]:
     return [F.cross_entropy(out["logits"], y), *uni]
 
 
-def torchjd_late_step(model: MultimodalClassifier, losses, scale: str, per_group: bool) -> None:
+def torchjd_late_step(model: MultimodalClassifier, losses, scale: str, mode: str) -> None:
+    """``mode``: ``"all"`` one backward over every encoder, ``"group"`` one per encoder
+    (rows ``(g_m, g_u, 0)`` both), ``"pair"`` one per encoder of ``[L_mm, L_k]``."""
     groups = model.encoder_parameters()
-    if not per_group:  # one backward over every group's parameters
+    if mode == "all":
         backward(losses, inputs=[p for ps in groups.values() for p in ps], retain_graph=True)
-    for params in groups.values():
-        if per_group:
+    for k, (name, params) in enumerate(groups.items()):
+        if mode == "group":
             backward(losses, inputs=params, retain_graph=True)
+        elif mode == "pair":
+            backward([losses[0], losses[1 + k]], inputs=params, retain_graph=True)
+        assert params[0].jac.shape[0] == (2 if mode == "pair" else 3), name
         jac_to_grad(params, MMParetoAggregator(scale=scale, sizes=parameter_sizes(params)))
     torch.autograd.backward(sum(losses), inputs=model.head_parameters())
 
@@ -246,7 +251,7 @@ def test_late_fusion_torchjd_equals_the_mmpareto_integrator(scale: str) -> None:
     model = late_model()
     worst, cases, conflicts = 0.0, 0, 0
     for seed in range(3):
-        for per_group in (True, False):
+        for mode in ("all", "group", "pair"):
             model.zero_grad(set_to_none=True)
             terms = late_losses(model, seed)
             integ = MMPareto(
@@ -258,7 +263,7 @@ def test_late_fusion_torchjd_equals_the_mmpareto_integrator(scale: str) -> None:
             conflicts += sum(d.conflict for d in diag.modalities.values())
             want = [p.grad.clone() for p in model.parameters()]
             model.zero_grad(set_to_none=True)
-            torchjd_late_step(model, late_losses(model, seed), scale, per_group)
+            torchjd_late_step(model, late_losses(model, seed), scale, mode)
             for p, w in zip(model.parameters(), want, strict=True):
                 torch.testing.assert_close(p.grad, w, rtol=1e-9, atol=1e-12)
                 worst = max(worst, float((p.grad - w).abs().max() / w.abs().max()))

@@ -32,13 +32,18 @@ parameters suffices (``backward`` once per group with ``inputs`` = that group wo
 For a late-fusion model encoder ``a``'s rows are ``(g_m, g_u_a, 0)`` (``L_b`` does not
 reach encoder ``a``; torchjd materialises its row as zeros). The n-objective rule drops
 zero rows, so this equals the two-objective rule on ``(g_m, g_u_a)``, i.e. curatorch's
-:class:`curatorch.pareto.MMPareto` integrator (tested; only the test for a
-Pareto-stationary pair differs at the rounding level: the n-objective path's
-``|d|^2 <= 100 eps max|g|^2`` against the pair's ``sin^2 <= 100 eps``). For a multi-task
-model ``torchjd.autojac.mtl_backward(losses, features=z, shared_params=...)`` fills the
-heads' ``.grad`` with their own task's gradient and the shared parameters' ``.jac`` with
-one row per task; ``jac_to_grad(shared, MMParetoAggregator(sizes=...))`` then gives
-:class:`curatorch.pareto.GroupMMPareto`'s shared gradient.
+:class:`curatorch.pareto.MMPareto` integrator (tested, to rounding). The one difference:
+with three rows the rule takes the n-objective path, whose test for a Pareto-stationary
+conflict (``|d|^2 <= 100 eps max_i |g_i|^2``, ``d`` the min-norm point) is not the
+pair's (``sin^2(g_m, g_u) <= 100 eps``); they disagree only for pairs anti-parallel to
+within ``sin^2`` of order ``100 eps`` (about 1e-5 in float32). Passing ``[L_mm, L_a]``
+alone for encoder ``a`` (one ``backward`` per group) takes the pair's closed form.
+
+For a multi-task model, ``torchjd.autojac.mtl_backward(losses, features=z,
+shared_params=...)`` fills the heads' ``.grad`` with their own task's gradient and the
+shared parameters' ``.jac`` with one row per task; ``jac_to_grad(shared,
+MMParetoAggregator(sizes=...))`` then gives :class:`curatorch.pareto.GroupMMPareto`'s
+shared gradient (tested).
 
 What cannot be expressed in one torchjd call:
 
@@ -48,6 +53,9 @@ What cannot be expressed in one torchjd call:
   own task's gradient: the same thing when each head is reached by one loss);
 - several groups in one ``jac_to_grad``: the aggregator would see one matrix over all the
   groups and combine the objectives once for all of them;
+- ``mtl_backward`` needs one shared representation read by every task's head; a
+  late-fusion multimodal model (one encoder per modality, a fusion head reading all of
+  them) is not of that shape, so it goes through ``backward``/``jac_to_grad``;
 - the per-tensor magnitude rule (``scale="tensor"``, the authors') needs ``sizes``, the
   number of entries of each tensor in ``jac_to_grad``'s order, because torchjd flattens
   and concatenates the inputs' Jacobians; without ``sizes`` the row is one tensor and both
