@@ -23,8 +23,7 @@ from curatorch.train import (
     load_config,
 )
 from curatorch.train.config import _SECTIONS, parse_override_value
-from curatorch.train.multimodal import _SECTIONS as PARETO_SECTIONS
-from curatorch.train.multimodal import load_pareto_config, pareto_config_from_dict
+from curatorch.train.multimodal import PARETO_SCHEMA, load_pareto_config, pareto_config_from_dict
 
 FAST = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -37,7 +36,7 @@ FIELDS = [
 ]
 PARETO_FIELDS = [  # the schema's sections are default instances ([optim], [train])
     (section, f.name, typing.get_type_hints(type(default))[f.name])
-    for section, default in PARETO_SECTIONS.items()
+    for section, default in PARETO_SCHEMA.sections.items()
     for f in dataclasses.fields(default)
 ]
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 try:  # Python 3.11+
     import tomllib
@@ -30,6 +31,7 @@ __all__ = [
     "SCORE_NAMES",
     "STRATEGIES",
     "ConfigError",
+    "ConfigSchema",
     "EvalConfig",
     "ExperimentConfig",
     "ModelSection",
@@ -563,6 +565,42 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     """The config as nested plain dicts (tuples become lists), suitable for JSON or TOML."""
     return sections_to_dict(cfg, _SECTIONS)
+
+
+C = TypeVar("C")
+
+
+class ConfigSchema(Generic[C]):
+    """A config class whose fields are its sections, as one schema: build it from nested
+    dicts (validated), turn it back into them, load it from TOML with ``--set``
+    overrides. Each field's default instance is that section's defaults (see
+    :func:`sections_from_dict`); ``cls`` must have ``validate()``."""
+
+    def __init__(self, cls: type[C]) -> None:
+        self.cls = cls
+        self.sections: dict[str, Section] = {
+            f.name: f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        }
+
+    def from_dict(self, raw: Mapping[str, Any]) -> C:
+        """Build and validate the config from nested dicts (a parsed TOML)."""
+        cfg = self.cls(**sections_from_dict(self.sections, raw))
+        cfg.validate()  # type: ignore[attr-defined]
+        return cfg
+
+    def to_dict(self, cfg: C) -> dict[str, dict[str, Any]]:
+        """The config as nested plain dicts (tuples become lists)."""
+        return sections_to_dict(cfg, self.sections)
+
+    def load(self, path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> C:
+        """Read a TOML file, apply ``section.key=value`` overrides and validate; errors
+        are a :class:`ConfigError` naming the file and the key."""
+        raw = read_toml(path)
+        try:
+            return self.from_dict(apply_overrides(raw, overrides, self.sections))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
 
 
 def parse_override_value(text: str) -> Any:

@@ -54,13 +54,9 @@ from curatorch.pareto import (
 from curatorch.pareto import true_class_confidence as _confidence
 from curatorch.train.config import (
     ConfigError,
+    ConfigSchema,
     OptimConfig,
-    Section,
     TrainConfig,
-    apply_overrides,
-    read_toml,
-    sections_from_dict,
-    sections_to_dict,
 )
 from curatorch.train.distributed import DistContext
 from curatorch.train.loop import train_task
@@ -71,6 +67,7 @@ from curatorch.train.task import BaseTask, RunContext, TaskState
 __all__ = [
     "DATASETS",
     "PARETO_OPTIM",
+    "PARETO_SCHEMA",
     "PARETO_TRAIN",
     "CompareSection",
     "MultimodalClassifierTask",
@@ -296,33 +293,24 @@ def check_early_methods(key: str, names: Sequence[str]) -> None:
         )
 
 
-_SECTIONS: dict[str, Section] = {
-    f.name: f.default_factory()  # type: ignore[misc]
-    for f in dataclasses.fields(ParetoExperimentConfig)
-}
+PARETO_SCHEMA: ConfigSchema[ParetoExperimentConfig] = ConfigSchema(ParetoExperimentConfig)
 
 
 def pareto_config_from_dict(raw: Mapping[str, Any]) -> ParetoExperimentConfig:
     """Build and validate a :class:`ParetoExperimentConfig` from nested dicts."""
-    cfg = ParetoExperimentConfig(**sections_from_dict(_SECTIONS, raw))
-    cfg.validate()
-    return cfg
+    return PARETO_SCHEMA.from_dict(raw)
 
 
 def pareto_config_to_dict(cfg: ParetoExperimentConfig) -> dict[str, dict[str, Any]]:
     """The config as nested plain dicts (tuples become lists)."""
-    return sections_to_dict(cfg, _SECTIONS)
+    return PARETO_SCHEMA.to_dict(cfg)
 
 
 def load_pareto_config(
     path: str | os.PathLike[str], overrides: Sequence[str] = ()
 ) -> ParetoExperimentConfig:
     """Read a TOML config, apply ``--set section.key=value`` overrides and validate."""
-    raw = read_toml(path)
-    try:
-        return pareto_config_from_dict(apply_overrides(raw, overrides, _SECTIONS))
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    return PARETO_SCHEMA.load(path, overrides)
 
 
 # ------------------------------------------------------------------------------ data

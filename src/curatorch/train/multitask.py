@@ -49,12 +49,8 @@ from curatorch.pareto import (
 )
 from curatorch.train.config import (
     ConfigError,
+    ConfigSchema,
     OptimConfig,
-    Section,
-    apply_overrides,
-    read_toml,
-    sections_from_dict,
-    sections_to_dict,
 )
 from curatorch.train.loop import train_task
 from curatorch.train.multimodal import PARETO_OPTIM, PARETO_TRAIN, ParetoTrainConfig
@@ -64,6 +60,7 @@ from curatorch.train.task import BaseTask, RunContext, TaskState
 
 __all__ = [
     "MULTITASK_DATASETS",
+    "MULTITASK_SCHEMA",
     "SHARED_GROUP",
     "MultiTaskCompareSection",
     "MultiTaskDataSection",
@@ -208,22 +205,17 @@ class MultiTaskExperimentConfig:
             getattr(self, f.name).validate()
 
 
-_SECTIONS: dict[str, Section] = {
-    f.name: f.default_factory()  # type: ignore[misc]
-    for f in dataclasses.fields(MultiTaskExperimentConfig)
-}
+MULTITASK_SCHEMA: ConfigSchema[MultiTaskExperimentConfig] = ConfigSchema(MultiTaskExperimentConfig)
 
 
 def multitask_config_from_dict(raw: Mapping[str, Any]) -> MultiTaskExperimentConfig:
     """Build and validate a :class:`MultiTaskExperimentConfig` from nested dicts."""
-    cfg = MultiTaskExperimentConfig(**sections_from_dict(_SECTIONS, raw))
-    cfg.validate()
-    return cfg
+    return MULTITASK_SCHEMA.from_dict(raw)
 
 
 def multitask_config_to_dict(cfg: MultiTaskExperimentConfig) -> dict[str, dict[str, Any]]:
     """The config as nested plain dicts (tuples become lists)."""
-    return sections_to_dict(cfg, _SECTIONS)
+    return MULTITASK_SCHEMA.to_dict(cfg)
 
 
 def load_multitask_config(
@@ -231,10 +223,7 @@ def load_multitask_config(
 ) -> MultiTaskExperimentConfig:
     """Read a TOML config, apply ``--set section.key=value`` overrides and validate;
     errors are a :class:`ConfigError` naming the file and the key."""
-    try:
-        return multitask_config_from_dict(apply_overrides(read_toml(path), overrides, _SECTIONS))
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    return MULTITASK_SCHEMA.load(path, overrides)
 
 
 # ------------------------------------------------------------------------------ data
