@@ -102,170 +102,43 @@ def _refused(capsys, setup: dict[str, Path], *args: object, match: str) -> None:
 
 def test_bad_score_input_exits_2_and_names_it(setup: dict[str, Path], capsys) -> None:
     root, cfg, ref = setup["root"], setup["cfg"], setup["ref"]
-    out = root / "bad.parquet"
+    out, missing, table = root / "bad.parquet", root / "missing", root / "pool.parquet"
     base = ["score", ref, "--config", cfg, "--no-progress"]
-    missing = root / "missing"
-    _refused(
-        capsys,
-        setup,
-        "score",
-        missing,
-        "--config",
-        cfg,
-        "--out",
-        out,
-        match=f"model {missing} is not a folder",
-    )
-    _refused(
-        capsys,
-        setup,
-        *base,
-        "--out",
-        out,
-        "--learner",
-        missing,
-        match=f"--learner {missing} is not a folder",
-    )
-    _refused(capsys, setup, *base, "--out", out, "--batch-size", "0", match="--batch-size")
-    _refused(capsys, setup, *base, "--out", root, match=f"--out {root} is a folder")
     shards = f"data.shards={json.dumps(str(setup['pattern']))}"
-    _refused(
-        capsys,
-        setup,
-        *base,
-        "--out",
-        out,
-        "--set",
-        shards,
-        "--pool",
-        "raw",
-        match="--pool does not apply",
-    )
-    table = root / "pool.parquet"
     if not table.exists():
         assert main([*map(str, base), "--out", str(table)]) == 0
-    _refused(
-        capsys,
-        setup,
-        "score",
-        setup["other"],
-        "--config",
-        cfg,
-        "--out",
-        table,
-        match=f"score table {table} was scored with another reference model",
-    )
+    cases = [
+        (["score", missing, "--config", cfg, "--out", out], f"model {missing} is not a folder"),
+        ([*base, "--out", out, "--learner", missing], f"--learner {missing} is not a folder"),
+        ([*base, "--out", out, "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ([*base, "--out", root], f"--out {root} is a folder"),
+        ([*base, "--out", out, "--set", shards, "--pool", "raw"], "--pool does not apply"),
+        (
+            ["score", setup["other"], "--config", cfg, "--out", table],
+            f"score table {table} was scored with another reference model",
+        ),
+    ]
+    for args, match in cases:
+        _refused(capsys, setup, *args, match=match)
 
 
 def test_bad_filter_input_exits_2_and_names_it(setup: dict[str, Path], capsys) -> None:
     root, cfg = setup["root"], setup["cfg"]
-    table = root / "pool.parquet"
+    table, missing = root / "pool.parquet", root / "none.parquet"
     if not table.exists():
         assert main(["score", str(setup["ref"]), "--config", str(cfg), "--out", str(table)]) == 0
-    missing = root / "none.parquet"
+    top = ["--by", "cosine", "--top-fraction", "0.3"]
     keys = ["--keys-out", root / "k.txt"]
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        missing,
-        "--by",
-        "cosine",
-        "--top-fraction",
-        "0.3",
-        *keys,
-        match=f"score table {missing} does not exist",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        cfg,
-        "--by",
-        "cosine",
-        "--top-fraction",
-        "0.3",
-        *keys,
-        match=f"{cfg} is not a curatorch score table",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        table,
-        "--by",
-        "clip",
-        "--top-fraction",
-        "0.3",
-        *keys,
-        match="by must be a score of",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        table,
-        "--by",
-        "cosine",
-        "--top-fraction",
-        "1.5",
-        *keys,
-        match="--top-fraction must be in (0, 1], got 1.5",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        table,
-        "--by",
-        "cosine",
-        *keys,
-        match="filter needs --top-fraction F, --threshold X or --sweep",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        table,
-        "--top-fraction",
-        "0.3",
-        *keys,
-        match="filter needs --by SCORE",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        table,
-        "--sweep",
-        "--out",
-        root / "o",
-        match="--sweep writes no samples: drop --out",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        table,
-        "--by",
-        "cosine",
-        "--top-fraction",
-        "0.3",
-        "--shards",
-        setup["pattern"],
-        *keys,
-        match="--shards applies with --out",
-    )
-    _refused(
-        capsys,
-        setup,
-        "filter",
-        table,
-        "--by",
-        "cosine",
-        "--top-fraction",
-        "0.3",
-        "--out",
-        root / "o",
-        match="scores a built-in pool, not shards",
-    )
+    cases = [
+        ([missing, *top, *keys], f"score table {missing} does not exist"),
+        ([cfg, *top, *keys], f"{cfg} is not a curatorch score table"),
+        ([table, "--by", "clip", "--top-fraction", "0.3", *keys], "by must be a score of"),
+        ([table, "--by", "cosine", "--top-fraction", "1.5"], "--top-fraction must be in (0, 1]"),
+        ([table, "--by", "cosine", *keys], "needs --top-fraction F, --threshold X or --sweep"),
+        ([table, "--top-fraction", "0.3", *keys], "filter needs --by SCORE"),
+        ([table, "--sweep", "--out", root / "o"], "--sweep writes no samples: drop --out"),
+        ([table, *top, "--shards", setup["pattern"], *keys], "--shards applies with --out"),
+        ([table, *top, "--out", root / "o"], "scores a built-in pool, not shards"),
+    ]
+    for args, match in cases:
+        _refused(capsys, setup, "filter", *args, match=match)

@@ -227,7 +227,7 @@ def test_arguments_are_checked(world: World, models: dict, shards: list[str], tm
         _score(models, world, shards, out, batch_size=0)
     with pytest.raises(ValueError, match="urls must be a non-empty sequence"):
         _score(models, world, shards[0], out)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="two shards have the name '000000'"):
+    with pytest.raises(ValueError, match="have the same name '000000'"):
         _score(models, world, [shards[0], shards[0]], out)
     out.mkdir()
     with pytest.raises(ValueError, match="exists and is not a file"):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -26,26 +25,20 @@ def _png(value: int) -> bytes:
     return buf.getvalue()
 
 
-def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
 @pytest.fixture
 def shard(tmp_path: Path) -> Path:
     """Seven samples: five usable, one corrupt image, one empty caption; then sample 'a'
     again (a duplicate key)."""
-    members: list[tuple[str, bytes]] = []
-    for i, key in enumerate("abcdefg"):
-        image = b"not a png" if key == "c" else _png(10 * i)
-        caption = b"  " if key == "e" else f"caption {key}".encode()
-        members += [(f"{key}.png", image), (f"{key}.txt", caption)]
-    members += [("a.png", _png(99)), ("a.txt", b"again")]
-    return _write_tar(tmp_path / "000000.tar", members)
+    from webdataset import TarWriter
+
+    path = tmp_path / "000000.tar"
+    with open(path, "wb") as fh, TarWriter(fh, encoder=False) as writer:
+        for i, key in enumerate("abcdefg"):
+            image = b"not a png" if key == "c" else _png(10 * i)
+            caption = b"  " if key == "e" else f"caption {key}".encode()
+            writer.write({"__key__": key, "png": image, "txt": caption})
+        writer.write({"__key__": "a", "png": _png(99), "txt": b"again"})
+    return path
 
 
 def test_fault_counts_are_zero_for_every_reason() -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "end_distributed",
     "output_dir",
     "output_file",
+    "shard_tokenizer",
 ]
 
 COMPARISON_EPILOG = (
@@ -92,6 +93,24 @@ def output_dir(path: Path, option: str = "--out", *, create: bool = True) -> Pat
         raise ValueError(f"{option} {path} exists and is not a folder")
     _writable_folder(path if create else path.parent, option, path)
     return path
+
+
+def shard_tokenizer(cfg: Any) -> tuple[list[str], Any]:
+    """The shards of a config's ``data.shards`` and the tokenizer ``data.tokenizer`` names
+    (the built-in one from a small build of the world), checked on the shards' first
+    captions (:func:`~curatorch.data.check_shard_captions`)."""
+    import dataclasses
+
+    from curatorch.data import build_tokenizer, build_world, check_shard_captions, expand_shards
+    from curatorch.data.tokenizer import BUILTIN_TOKENIZER
+
+    urls = expand_shards(cfg.data.shards)
+    world = None
+    if cfg.data.tokenizer == BUILTIN_TOKENIZER:  # the world gives the built-in tokenizer
+        world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
+    tokenizer = build_tokenizer(cfg.data, world)
+    check_shard_captions(cfg.data, tokenizer, urls)
+    return urls, tokenizer
 
 
 def distributed_context(device: str) -> Any:

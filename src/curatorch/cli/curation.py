@@ -10,7 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from curatorch.cli.common import add_set_option, config_path, output_dir, output_file
+from curatorch.cli.common import (
+    add_set_option,
+    config_path,
+    output_dir,
+    output_file,
+    shard_tokenizer,
+)
 
 __all__ = ["register"]
 
@@ -133,15 +139,8 @@ def _score(args: argparse.Namespace) -> int:
 def _score_shards(model: Path, cfg: Any, common: dict[str, Any]) -> dict[str, Any]:
     """``curatorch score`` on ``data.shards``, tokenized with ``data.tokenizer``."""
     from curatorch.curation import score_shards
-    from curatorch.data import build_tokenizer, build_world, check_shard_captions, expand_shards
-    from curatorch.data.tokenizer import BUILTIN_TOKENIZER
 
-    urls = expand_shards(cfg.data.shards)
-    world = None
-    if cfg.data.tokenizer == BUILTIN_TOKENIZER:  # the world gives the built-in tokenizer
-        world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
-    tokenizer = build_tokenizer(cfg.data, world)
-    check_shard_captions(cfg.data, tokenizer, urls)
+    urls, tokenizer = shard_tokenizer(cfg)
     return score_shards(
         model,
         urls=urls,

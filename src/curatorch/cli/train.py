@@ -15,6 +15,7 @@ from curatorch.cli.common import (
     distributed_context,
     end_distributed,
     output_dir,
+    shard_tokenizer,
 )
 
 __all__ = ["register"]
@@ -193,16 +194,9 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _embed_shards(args: argparse.Namespace, cfg: Any, model: Path) -> int:
     """``curatorch embed`` with ``data.shards``: one cache file per shard, by any adapter."""
-    from curatorch.data import build_tokenizer, build_world, check_shard_captions, expand_shards
-    from curatorch.data.tokenizer import BUILTIN_TOKENIZER
     from curatorch.train.shard_reference import embed_shards
 
-    urls = expand_shards(cfg.data.shards)
-    world = None
-    if cfg.data.tokenizer == BUILTIN_TOKENIZER:  # the world gives the built-in tokenizer
-        world = build_world(dataclasses.replace(cfg.data, raw_size=min(cfg.data.raw_size, 2000)))
-    tokenizer = build_tokenizer(cfg.data, world)
-    check_shard_captions(cfg.data, tokenizer, urls)
+    urls, tokenizer = shard_tokenizer(cfg)
     meta = embed_shards(
         model,
         urls=urls,

@@ -46,7 +46,14 @@ from curatorch.curation.table import (
     read_table_meta,
     write_parquet,
 )
-from curatorch.data import NOISE_KINDS, PairDataset, fault_counts, iter_shard_batches, shard_name
+from curatorch.data import (
+    NOISE_KINDS,
+    PairDataset,
+    check_shard_urls,
+    fault_counts,
+    iter_shard_batches,
+    shard_name,
+)
 from curatorch.data.shard_cache import short_fingerprint
 from curatorch.selection import ModelEmbeddings, PairScorer
 from curatorch.train.shard_reference import (
@@ -472,17 +479,6 @@ def _shard_unit(url: str, *, tokenizer: Any, image_size: int, batch_size: int) -
     return _Unit(shard_name(url), url, batches)
 
 
-def _check_urls(urls: Any) -> list[str]:
-    if isinstance(urls, (str, os.PathLike)) or not isinstance(urls, Sequence) or not urls:
-        raise ValueError(f"urls must be a non-empty sequence of shard paths, got {urls!r}")
-    paths = [os.fspath(u) for u in urls]
-    names = [shard_name(u) for u in paths]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ValueError(f"urls: two shards have the name {dup!r}; shard names must be unique")
-    return paths
-
-
 def score_shards(
     reference: str | os.PathLike[str] | EmbedModel,
     *,
@@ -509,7 +505,7 @@ def score_shards(
     messages and in the table (``data.tokenizer``).
     """
     _check_batch_size(batch_size)
-    paths = _check_urls(urls)
+    paths = check_shard_urls(urls)
     models = _load_models(
         reference,
         learner,

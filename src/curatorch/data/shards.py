@@ -54,6 +54,7 @@ __all__ = [
     "ShardFault",
     "ShardSample",
     "ShardStream",
+    "check_shard_urls",
     "expand_shards",
     "export_shards",
     "fault_counts",
@@ -108,6 +109,16 @@ def _check_unique_names(urls: Sequence[str], what: str) -> None:
                 f"names (file names without .tar) must be unique"
             )
         seen[name] = url
+
+
+def check_shard_urls(urls: Any, *, what: str = "urls") -> list[str]:
+    """``urls`` as a list of paths, checked: a non-empty sequence (not a single path) of
+    shards with distinct names (:func:`shard_name`). Raises ``ValueError`` naming ``what``."""
+    if isinstance(urls, (str, os.PathLike)) or not isinstance(urls, Sequence) or not urls:
+        raise ValueError(f"{what} must be a non-empty sequence of shard paths, got {urls!r}")
+    paths = [os.fspath(u) for u in urls]
+    _check_unique_names(paths, what)
+    return paths
 
 
 def expand_shards(pattern: str, *, what: str = "data.shards") -> list[str]:

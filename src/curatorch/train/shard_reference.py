@@ -28,6 +28,7 @@ from curatorch.data.shard_cache import (
 )
 from curatorch.data.shards import (
     ShardBatch,
+    check_shard_urls,
     fault_counts,
     iter_shard_batches,
     shard_name,
@@ -259,13 +260,8 @@ def _check_embed_args(
     shards of one name, ``batch_size`` not an int >= 1, or ``out`` a folder that is neither
     a shard cache nor what an interrupted first run left.
     """
-    if isinstance(urls, (str, os.PathLike)) or not isinstance(urls, Sequence) or not urls:
-        raise ValueError(f"urls must be a non-empty sequence of shard paths, got {urls!r}")
-    paths = [os.fspath(u) for u in urls]
+    paths = check_shard_urls(urls)
     names = [shard_name(u) for u in paths]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ValueError(f"urls: two shards have the name {dup!r}; shard names must be unique")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     out_path = Path(out)
@@ -462,9 +458,7 @@ def embed_shards(
             model, source=model_source, pad_id=getattr(tokenizer, "pad_id", None), device=device
         )
     name = tokenizer_name or f"tokenizer ({type(tokenizer).__name__})"
-    check_model_fits(
-        model.adapter, tokenizer=tokenizer, image_size=image_size, tokenizer_name=name
-    )
+    check_model_fits(model.adapter, tokenizer=tokenizer, image_size=image_size, tokenizer_name=name)
     _check_existing_cache(out_path, model, overwrite=overwrite)
     needs_fit = getattr(model.adapter, "bias_source", None) == "init"
     counts, image_head, text_head = _embed_all_shards(
