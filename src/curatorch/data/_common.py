@@ -8,6 +8,7 @@ from here and never from each other.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ __all__ = [
     "apply_boilerplate",
     "apply_degraded",
     "noise_rows",
+    "sklearn_digits",
     "stream_rng",
     "world_from_pools",
     "zipf_probs",
@@ -101,3 +103,18 @@ def world_from_pools(
         tokenizer=tokenizer,
         num_classes=len(class_names),
     )
+
+
+@lru_cache(maxsize=1)
+def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 handwritten digits (``load_digits``, nothing
+    downloaded): ``[1797, 8, 8]`` float32 ink in [0, 1] and ``[1797]`` int64 labels, read
+    once and shared (read-only arrays: index or copy them before changing anything)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images / 16.0).astype(np.float32)
+    labels = d.target.astype(np.int64)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels

@@ -29,6 +29,7 @@ from curatorch.data._common import (
     apply_boilerplate,
     apply_degraded,
     noise_rows,
+    sklearn_digits,
     stream_rng,
     world_from_pools,
     zipf_probs,
@@ -90,21 +91,12 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return stream_rng(seed, stream, _SALT)
 
 
-@lru_cache(maxsize=1)
-def _originals() -> tuple[np.ndarray, np.ndarray]:
-    """``[1797, 8, 8]`` float32 ink in [0, 1] and ``[1797]`` int64 labels."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
-
-
 def digits_splits(seed: int) -> dict[str, np.ndarray]:
     """Disjoint per-class split of the original digits: ``"train"``, ``"probe"``, ``"test"``.
 
     Each value is a sorted ``[m]`` int64 array of indices into ``load_digits()``.
     """
-    _, labels = _originals()
+    _, labels = sklearn_digits()
     rng = _rng(seed, _STREAM_SPLIT)
     parts: dict[str, list[np.ndarray]] = {"train": [], "probe": [], "test": []}
     for c in range(10):
@@ -174,8 +166,8 @@ def digits_tokenizer() -> WordTokenizer:
 @lru_cache(maxsize=4)
 def _upsampled(image_size: int) -> torch.Tensor:
     """``[1797, H, W]`` float32 ink of every original, bilinearly upsampled."""
-    images, _ = _originals()
-    x = torch.from_numpy(images).unsqueeze(1)
+    images, _ = sklearn_digits()
+    x = torch.from_numpy(images.copy()).unsqueeze(1)  # the shared arrays are read-only
     x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x.squeeze(1).clamp_(0.0, 1.0)
 
@@ -259,7 +251,7 @@ def generate_digits_pool(
         per_class: if given, exactly ``per_class`` examples of each digit.
         noise_fractions: noise kind -> fraction; ``None`` = all clean.
     """
-    _, labels = _originals()
+    _, labels = sklearn_digits()
     if per_class is not None:
         n = 10 * per_class
     if n < 1:

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from curatorch.data._common import sklearn_digits
+
 __all__ = [
     "DIGIT_COLOURS",
     "PROFILE_GAIN_RANGE",
@@ -145,14 +147,6 @@ class MultimodalSplits:
     test: MultimodalDataset
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = (d.images / 16.0).astype(np.float32)  # [1797, 8, 8] in [0, 1]
-    return images, d.target.astype(np.int64)
-
-
 def coloured_gray_digits(
     *, seed: int = 0, test_fraction: float = 0.3, colour_variance: float = 0.03
 ) -> MultimodalSplits:
@@ -168,7 +162,7 @@ def coloured_gray_digits(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if not colour_variance >= 0.0:
         raise ValueError(f"colour_variance must be >= 0, got {colour_variance}")
-    images, labels = _digits()
+    images, labels = sklearn_digits()
     rng = np.random.default_rng([seed, 6])
     test_idx, train_idx = [], []
     for c in range(10):

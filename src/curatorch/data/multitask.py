@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from curatorch.data.digits import _originals
+from curatorch.data._common import sklearn_digits
 
 __all__ = [
     "DIGIT_TASKS",
@@ -180,7 +180,7 @@ def noisy_digit_tasks(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if not (math.isfinite(pixel_noise) and pixel_noise >= 0.0):
         raise ValueError(f"pixel_noise must be a finite number >= 0, got {pixel_noise}")
-    images, digits = _originals()  # [1797, 8, 8] in [0, 1], [1797]
+    images, digits = sklearn_digits()  # [1797, 8, 8] in [0, 1], [1797]
     noise = np.random.default_rng([seed, _STREAM_NOISE]).standard_normal(images.shape)
     noisy = (images + pixel_noise * noise).astype(np.float32)  # [1797, 8, 8]
     total = noisy.reshape(len(noisy), -1).sum(axis=1, dtype=np.float64)  # [1797] observed ink

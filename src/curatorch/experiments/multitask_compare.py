@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from curatorch.data import MultiTaskSplits
-from curatorch.experiments.pareto_compare import _mean_curve
+from curatorch.experiments.pareto_compare import mean_curve
 from curatorch.fileio import atomic_write_text
 from curatorch.train.config import ConfigError
 from curatorch.train.loop import prepare_run_dir
@@ -169,7 +169,7 @@ def _cos_plot(methods: dict[str, dict[str, Any]], tasks: list[str], out: Path) -
                     if pair in (c := pair_cosines(r, tasks))
                 ]
                 per_run[pair].append(pts)
-        curves[method] = {p: _mean_curve(c) for p, c in per_run.items()}
+        curves[method] = {p: mean_curve(c) for p, c in per_run.items()}
     if any(pts for per in curves.values() for pts in per.values()):
         return str(multitask_cos_plot(curves, out / "cos.png"))
     return None

@@ -30,7 +30,7 @@ from curatorch.train.multimodal import (
     train_pareto,
 )
 
-__all__ = ["run_pareto_compare"]
+__all__ = ["mean_curve", "run_pareto_compare"]
 
 
 def _curve(run: Path, mod: str) -> list[tuple[int, float]]:
@@ -46,7 +46,8 @@ def _curve(run: Path, mod: str) -> list[tuple[int, float]]:
     return pts
 
 
-def _mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The mean over runs of ``(step, value)`` curves, step by step (steps any run has)."""
     by_step: dict[int, list[float]] = {}
     for c in curves:
         for s, v in c:
@@ -169,9 +170,7 @@ def _cos_plot(methods: dict[str, dict[str, Any]], mods: list[str], out: Path) ->
     from curatorch.report import pareto_cos_plot
 
     curves = {
-        method: {
-            m: _mean_curve([_curve(Path(r), m) for r in methods[method]["runs"]]) for m in mods
-        }
+        method: {m: mean_curve([_curve(Path(r), m) for r in methods[method]["runs"]]) for m in mods}
         for method in methods
         if method in ("uniform", "mmpareto")
     }

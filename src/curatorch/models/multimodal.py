@@ -36,6 +36,7 @@ __all__ = [
     "MultimodalClassifier",
     "MultimodalClassifierConfig",
     "PatchTokenizer",
+    "build_encoder",
     "multimodal_forward_flops",
     "token_layout",
 ]
@@ -147,7 +148,9 @@ class MultimodalClassifierConfig:
         }
 
 
-def _encoder(kind: str, shape: tuple[int, ...], hidden: int, embed: int) -> nn.Module:
+def build_encoder(kind: str, shape: tuple[int, ...], hidden: int, embed: int) -> nn.Module:
+    """A late-fusion encoder: ``"mlp"`` (flatten, two ReLU layers) or ``"conv"`` (two 3x3
+    convolutions, average pooling, a ReLU projection), ``[B, *shape]`` -> ``[B, embed]``."""
     if kind == "mlp":
         return nn.Sequential(
             nn.Flatten(),
@@ -268,7 +271,7 @@ class MultimodalClassifier(nn.Module):
         else:  # late: this creation order and these modules only (pinned records rely on it)
             self.encoders = nn.ModuleDict(
                 {
-                    m: _encoder(cfg.encoder, shape, cfg.hidden, cfg.embed_dim)
+                    m: build_encoder(cfg.encoder, shape, cfg.hidden, cfg.embed_dim)
                     for m, shape in zip(mods, cfg.input_shapes, strict=True)
                 }
             )

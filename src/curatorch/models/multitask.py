@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from curatorch.models.multimodal import ENCODER_KINDS
-from curatorch.models.multimodal import _encoder as _build_encoder
+from curatorch.models.multimodal import ENCODER_KINDS, build_encoder
 
 __all__ = ["MultiTaskClassifier", "MultiTaskClassifierConfig"]
 
@@ -73,7 +72,7 @@ class MultiTaskClassifier(nn.Module):
     def __init__(self, cfg: MultiTaskClassifierConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = _build_encoder(cfg.encoder, cfg.input_shape, cfg.hidden, cfg.embed_dim)
+        self.encoder = build_encoder(cfg.encoder, cfg.input_shape, cfg.hidden, cfg.embed_dim)
         pairs = zip(cfg.tasks, cfg.num_classes, strict=True)
         self.heads = nn.ModuleDict({t: nn.Linear(cfg.embed_dim, k) for t, k in pairs})
 

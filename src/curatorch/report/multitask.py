@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curatorch.report.figures import pyplot, save_figure
-from curatorch.report.pareto import _mean_std
+from curatorch.report.pareto import mean_std_percent
 
 __all__ = ["multitask_cos_plot", "multitask_markdown"]
 
@@ -67,7 +67,7 @@ def _difficulty(result: Mapping[str, Any]) -> list[str]:
             task,
             str(info["classes"]),
             f"{100 * info['majority']:.2f}",
-            _mean_std(result["alone"][task]) if result["alone"].get(task) else "not run",
+            mean_std_percent(result["alone"][task]) if result["alone"].get(task) else "not run",
         ]
         for task, info in result["task_info"].items()
     ]
@@ -87,14 +87,14 @@ def _accuracy_table(result: Mapping[str, Any]) -> list[str]:
     rows = []
     for method, row in result["methods"].items():
         ratio = row.get("step_time_ratio")
-        accs = [_mean_std(row[k]) for k in (*(f"test_acc/{t}" for t in tasks), "test_acc")]
+        accs = [mean_std_percent(row[k]) for k in (*(f"test_acc/{t}" for t in tasks), "test_acc")]
         rows.append([method, *accs, f"{ratio:.2f}" if ratio is not None else "-"])
     alone = result["alone"]
     if alone:
         every = len(alone) == len(tasks)
         per_seed = [statistics.fmean(v) for v in zip(*alone.values(), strict=True)] if every else []
-        cells = [_mean_std(alone[t]) if t in alone else "-" for t in tasks]
-        rows.append(["each task alone", *cells, _mean_std(per_seed), "-"])
+        cells = [mean_std_percent(alone[t]) if t in alone else "-" for t in tasks]
+        rows.append(["each task alone", *cells, mean_std_percent(per_seed), "-"])
     header = ["method", *(f"{t} acc" for t in tasks), "mean over tasks", "step time / uniform"]
     return ["## Test accuracy", "", *_table(header, rows)]
 

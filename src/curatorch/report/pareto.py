@@ -10,7 +10,7 @@ from typing import Any
 
 from curatorch.report.figures import pyplot, save_figure
 
-__all__ = ["pareto_cos_plot", "pareto_markdown"]
+__all__ = ["mean_std_percent", "pareto_cos_plot", "pareto_markdown"]
 
 
 def pareto_cos_plot(
@@ -46,7 +46,7 @@ def pareto_cos_plot(
     return out
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std_percent(values: Sequence[float]) -> str:
     """Mean ± standard deviation in %; one value has no spread and is shown alone."""
     if not values:
         return "-"
@@ -76,8 +76,8 @@ def pareto_markdown(result: Mapping[str, Any]) -> str:
         "|---|---|" + "---|" * (len(mods) + len(groups)) + "---|",
     ]
     for method, row in result["methods"].items():
-        cells = [_mean_std(row["test_acc"])]
-        cells += [_mean_std(row[f"test_acc/{m}"]) for m in mods]
+        cells = [mean_std_percent(row["test_acc"])]
+        cells += [mean_std_percent(row[f"test_acc/{m}"]) for m in mods]
         for g in groups:
             rates = row.get(f"conflict_rate/{g}", [])
             cells.append(f"{statistics.fmean(rates):.3f}" if rates else "-")
@@ -87,7 +87,7 @@ def pareto_markdown(result: Mapping[str, Any]) -> str:
     lines += ["", "Each modality trained alone (its encoder and a linear head):", ""]
     lines += ["| modality | test acc |", "|---|---|"]
     for mod, accs in result["alone"].items():
-        lines.append(f"| {mod} alone | {_mean_std(accs)} |")
+        lines.append(f"| {mod} alone | {mean_std_percent(accs)} |")
     lines += [
         "",
         "## Checks",
