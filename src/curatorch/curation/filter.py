@@ -151,18 +151,20 @@ def filter_report(table: ScoreTable, selection: Selection) -> dict[str, Any]:
     """What a filter kept: the rule, the totals, per shard ``kept`` / ``total`` (scored
     rows) / ``skipped`` (faults when scoring), and on a built-in pool the kept set's clean
     fraction next to the pool's."""
-    names = table.column("shard")
-    per_shard = []
-    for record in table.shards:
-        rows = names == record["shard"]
-        per_shard.append(
-            {
-                "shard": record["shard"],
-                "kept": int(selection.keep[rows].sum()),
-                "total": int(rows.sum()),
-                "skipped": int(record.get("samples_skipped", 0)),
-            }
-        )
+    records = table.shards
+    slot = {r["shard"]: i for i, r in enumerate(records)}
+    rows = np.array([slot[s] for s in table.column("shard").tolist()], dtype=np.int64)
+    total = np.bincount(rows, minlength=len(records))
+    kept = np.bincount(rows[selection.keep], minlength=len(records))
+    per_shard = [
+        {
+            "shard": r["shard"],
+            "kept": int(kept[i]),
+            "total": int(total[i]),
+            "skipped": int(r.get("samples_skipped", 0)),
+        }
+        for i, r in enumerate(records)
+    ]
     n = len(table)
     report: dict[str, Any] = {
         "scores": str(table.path),
@@ -306,13 +308,19 @@ def write_kept_shards(
     target = Path(out)
     _check_out_dir(target, overwrite)
     report = {**filter_report(table, selection), "out": str(target)}
-    names, shard_col = list(files), table.column("shard")
-    keys = table.column("__key__")
+    names = list(files)
     report["pattern"] = str(target / f"{{{names[0]}..{names[-1]}}}.tar")
+    by_shard: dict[str, set[str]] = {name: set() for name in names}
+    for shard, key in zip(
+        table.column("shard")[selection.keep].tolist(),
+        table.column("__key__")[selection.keep].tolist(),
+        strict=True,
+    ):
+        by_shard[shard].add(key)
 
     def write(tmp: Path) -> None:
         for name in tqdm(names, desc="filter", unit="shard", disable=not progress):
-            kept = set(keys[selection.keep & (shard_col == name)].tolist())
+            kept = by_shard[name]
             _copy_kept(files[name], kept, tmp / f"{name}.tar")
             _copy_sidecar(files[name], kept, tmp / f"{name}.parquet")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
