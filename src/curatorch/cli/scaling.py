@@ -27,8 +27,17 @@ def register(sub: Any) -> None:
     p_sc = sub.add_parser("scaling", help="data-filtering scaling laws (fit, predict, plot)")
     sc = p_sc.add_subparsers(dest="scaling_command", required=True, metavar="ACTION")
 
+    p = sc.add_parser(
+        "data", help="list the shipped parameter files and run tables (names for PARAMS / RUNS)"
+    )
+    p.add_argument("--json", action="store_true", help="print only the JSON record")
+    p.set_defaults(handler=_data)
+
     p = sc.add_parser("fit", help="fit b and tau per pool (shared a, d) to measured runs")
-    p.add_argument("runs", type=Path, help="CSV: pool,samples_seen,accuracy|error[,pool_size]")
+    p.add_argument(
+        "runs",
+        help="CSV: pool,samples_seen,accuracy|error[,pool_size], or a shipped name (sample)",
+    )
     p.add_argument("--out", type=Path, required=True, help="parameter file to write (JSONL)")
     p.add_argument(
         "--pool-size",
@@ -42,12 +51,38 @@ def register(sub: Any) -> None:
     p.add_argument("--no-refine", action="store_true", help="grid search only")
     p.set_defaults(handler=_fit)
 
+    _add_plan_parsers(sc)
+
+    p = sc.add_parser(
+        "experiment",
+        help="validate the law on the built-in world (small scale)",
+        epilog=COMPARISON_EPILOG,
+    )
+    p.add_argument(
+        "config",
+        type=Path,
+        help="TOML config with a [scaling] table, or a shipped name (scaling_experiment)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="experiment folder")
+    add_set_option(p)
+    p.set_defaults(handler=_experiment)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_plan_parsers(sc: Any) -> None:
+    """Add ``predict`` and ``plot`` (a parameter file or shipped name, a record, a bucket
+    size) to the ``scaling`` subparsers ``sc``."""
     for name, helptext in (
         ("predict", "predicted accuracy of each top-k filter at each budget"),
         ("plot", "PNG of predicted error against samples seen, with the best-filter frontier"),
     ):
         p = sc.add_parser(name, help=helptext)
-        p.add_argument("params", type=Path, help="parameter file (JSONL, published schema)")
+        p.add_argument(
+            "params",
+            help="parameter file (JSONL, published schema) or a shipped name (published)",
+        )
         p.add_argument("--key", required=True, help="id of the record to use")
         p.add_argument("--bucket-size", required=True, help="samples per bucket, e.g. 12.8M")
         p.add_argument(
@@ -84,28 +119,11 @@ def register(sub: Any) -> None:
             p.add_argument("--max", dest="x_max", default=None, help="largest samples seen")
             p.set_defaults(handler=_plot)
 
-    p = sc.add_parser(
-        "experiment",
-        help="validate the law on the built-in world (small scale)",
-        epilog=COMPARISON_EPILOG,
-    )
-    p.add_argument(
-        "config",
-        type=Path,
-        help="TOML config with a [scaling] table, or a shipped name (scaling_experiment)",
-    )
-    p.add_argument("--out", type=Path, required=True, help="experiment folder")
-    add_set_option(p)
-    p.set_defaults(handler=_experiment)
-
-
-# ---------------------------------------------------------------------------------------------
-
 
 def _plan_args(args: argparse.Namespace, budgets: list[tuple[str, float]]) -> Any:
-    from curatorch.scaling import find_params, parse_count, plan_filters
+    from curatorch.scaling import find_params, parse_count, plan_filters, resolve_scaling_file
 
-    params = find_params(args.params, args.key)
+    params = find_params(resolve_scaling_file(args.params, kind="params"), args.key)
     bucket = parse_count(args.bucket_size, name="--bucket-size")
     method = args.method or params.method or "utility"
     d = args.d if args.d is not None else params.d
@@ -157,8 +175,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from curatorch.scaling import parse_count, parse_counts, plot_filters
+    from curatorch.scaling import parse_count, parse_counts, plot_filters, resolve_scaling_file
 
+    resolve_scaling_file(args.params, kind="params")  # a bad name is refused before --out
     output_file(args.out)
     marks = parse_counts(args.budgets, name="--budgets") if args.budgets else []
     bucket = parse_count(args.bucket_size, name="--bucket-size")
@@ -193,21 +212,54 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    """``scaling data``: one block per shipped file (name, kind, path, what it holds and
+    where it came from), then the JSON record keyed by kind and name."""
+    from curatorch.scaling import KINDS, shipped_files
+
+    files = shipped_files()
+    record: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    for f in files:
+        what = "records" if f.kind == "params" else "points"
+        record[f.kind][f.name] = {
+            "path": str(f.path),
+            "contents": list(f.contents),
+            what: f.rows,
+            "source": list(f.source),
+        }
+        if args.json:
+            continue
+        label = "ids" if f.kind == "params" else "pools"
+        print(f"{f.kind} {f.name}: {f.path}")
+        print(f"  {f.rows} {what}; {label}: {', '.join(f.contents)}")
+        for line in f.source:
+            print(f"  | {line}")
+    print(json.dumps(record))
+    return 0
+
+
 def _fit(args: argparse.Namespace) -> int:
     import time
 
-    from curatorch.scaling import fit_pools, parse_count, read_runs, write_params
+    from curatorch.scaling import (
+        fit_pools,
+        parse_count,
+        read_runs,
+        resolve_scaling_file,
+        write_params,
+    )
 
+    path = resolve_scaling_file(args.runs, kind="runs")
     output_file(args.out)
-    runs = read_runs(args.runs)
+    runs = read_runs(path)
     if runs.pool_size is not None:
         if args.pool_size is not None:
-            raise ValueError(f"--pool-size: {args.runs} has a pool_size column; drop the option")
+            raise ValueError(f"--pool-size: {path} has a pool_size column; drop the option")
         size: Any = runs.pool_size
     elif args.pool_size is not None:
         size = parse_count(args.pool_size, name="--pool-size")
     else:
-        raise ValueError(f"--pool-size is required: {args.runs} has no pool_size column")
+        raise ValueError(f"--pool-size is required: {path} has no pool_size column")
     t0 = time.perf_counter()
     res = fit_pools(
         names=runs.names,

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "parse_counts",
     "read_params",
     "read_runs",
+    "runs_comment",
     "write_params",
     "write_runs",
 ]
@@ -216,25 +217,56 @@ def _cell(row: dict[str, str], key: str, where: str, *, lo: float, hi: float | N
     return value
 
 
-def _csv_rows(reader: Any, path: Path) -> Iterator[list[str]]:
+def _csv_rows(reader: Any, path: Path, *, skip: int = 0) -> Iterator[list[str]]:
     """The rows of ``reader``; a CSV syntax error (a field over the size limit, ...) is a
-    ``ValueError`` naming the file and line."""
+    ``ValueError`` naming the file and line (``skip`` comment lines before the reader's
+    first line)."""
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise ValueError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+            line = skip + reader.line_num
+            raise ValueError(f"{path}: line {line}: malformed CSV ({exc})") from None
         yield row
+
+
+def _leading_comments(text: str) -> tuple[int, str]:
+    """``(k, rest)``: the number of comment lines (first non-space character ``#``) that
+    open ``text``, and the text after them."""
+    lines = text.splitlines(keepends=True)
+    k = 0
+    while k < len(lines) and lines[k].lstrip().startswith("#"):
+        k += 1
+    return k, "".join(lines[k:])
+
+
+def runs_comment(path: str | os.PathLike[str]) -> list[str]:
+    """The comment lines that open a runs CSV, without their ``#`` (and one space after it).
+
+    Raises ``ValueError`` naming the file when it cannot be read.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"runs file {path} cannot be read: {exc}") from None
+    k, _ = _leading_comments(text)
+    out = []
+    for line in text.splitlines()[:k]:
+        body = line.lstrip()[1:]
+        out.append(body[1:] if body.startswith(" ") else body)
+    return out
 
 
 def read_runs(path: str | os.PathLike[str]) -> Runs:
     """Read a CSV of measured points: ``pool,samples_seen,accuracy`` or ``...,error``
     (accuracy and error as fractions in [0, 1]), with an optional ``pool_size`` column.
 
-    Counts may use suffixes (``12.8M``). Raises ``ValueError`` naming the file, line and
-    column of the first problem.
+    Counts may use suffixes (``12.8M``). Lines starting with ``#`` before the header are
+    comments (:func:`runs_comment` returns them). Raises ``ValueError`` naming the file,
+    line and column of the first problem.
     """
     path = Path(path)
     try:
@@ -243,13 +275,14 @@ def read_runs(path: str | os.PathLike[str]) -> Runs:
         raise ValueError(f"runs file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"runs file {path} cannot be read: {exc}") from None
-    reader = csv.reader(io.StringIO(text))
-    rows = _csv_rows(reader, path)
+    skip, body = _leading_comments(text)
+    reader = csv.reader(io.StringIO(body))
+    rows = _csv_rows(reader, path, skip=skip)
     try:
         header = [h.strip() for h in next(rows)]
     except StopIteration:
         raise ValueError(f"runs file {path} is empty") from None
-    where = f"{path}: line 1"
+    where = f"{path}: line {skip + 1}"
     allowed = {"pool", "samples_seen", "accuracy", "error", "pool_size"}
     for i, h in enumerate(header, start=1):
         if h not in allowed:
@@ -267,7 +300,7 @@ def read_runs(path: str | os.PathLike[str]) -> Runs:
     names: list[str] = []
     pool, seen, err, size = [], [], [], []
     for row_cells in rows:
-        lineno = reader.line_num
+        lineno = skip + reader.line_num
         if not any(c.strip() for c in row_cells):
             continue
         where = f"{path}: line {lineno}"
@@ -309,9 +342,14 @@ def read_runs(path: str | os.PathLike[str]) -> Runs:
     )
 
 
-def write_runs(path: str | os.PathLike[str], runs: Runs) -> None:
-    """Write ``runs`` as CSV (``pool,samples_seen,error[,pool_size]``), atomically."""
+def write_runs(path: str | os.PathLike[str], runs: Runs, *, comment: Sequence[str] = ()) -> None:
+    """Write ``runs`` as CSV (``pool,samples_seen,error[,pool_size]``), atomically, opened
+    by ``comment`` lines (each written as ``# line``; none may hold a line break)."""
     buf = io.StringIO()
+    for i, line in enumerate(comment):
+        if not isinstance(line, str) or "\n" in line or "\r" in line:
+            raise ValueError(f"comment[{i}] must be one line of text, got {line!r:.60}")
+        buf.write(f"# {line}\n" if line else "#\n")
     w = csv.writer(buf, lineterminator="\n")
     cols = ["pool", "samples_seen", "error"] + (["pool_size"] if runs.pool_size is not None else [])
     w.writerow(cols)
