@@ -21,12 +21,12 @@ import sys
 from collections.abc import Sequence
 
 from curatorch import __version__
-from curatorch.cli import compare, curation, data, jest, pareto, scaling, train
+from curatorch.cli import compare, curation, data, jest, pareto, plan, scaling, train
 from curatorch.cli.common import EXIT_CODES
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (train, data, curation, jest, scaling, pareto, compare)
+_GROUPS = (train, data, curation, plan, jest, scaling, pareto, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

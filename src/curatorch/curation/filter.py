@@ -39,6 +39,7 @@ __all__ = [
     "filter_report",
     "keep_mask",
     "kept_keys",
+    "rank_order",
     "select",
     "sweep_markdown",
     "write_kept_shards",
@@ -92,13 +93,26 @@ def keep_mask(
     if n == 0:
         return keep
     count = min(n, max(1, math.floor(top_fraction * n + 0.5)))  # type: ignore[operator]
+    order = rank_order(scores, keys, higher_is_better=higher_is_better, shards=shards)
+    keep[order[:count]] = True
+    return keep
+
+
+def rank_order(
+    scores: np.ndarray,
+    keys: np.ndarray,
+    *,
+    higher_is_better: bool,
+    shards: np.ndarray | None = None,
+) -> np.ndarray:
+    """Row positions best first: ``[N]`` int64, by score in its direction, equal scores
+    by ``__key__`` and then by shard name (when given): the order every rule ranks by."""
+    scores = np.asarray(scores, dtype=np.float64)
     rank = -scores if higher_is_better else scores
     ties = [np.asarray(keys, dtype=str)]
     if shards is not None:
         ties.insert(0, np.asarray(shards, dtype=str))
-    order = np.lexsort((*ties, rank))  # the last key is the primary one
-    keep[order[:count]] = True
-    return keep
+    return np.lexsort((*ties, rank)).astype(np.int64)  # the last key is the primary one
 
 
 @dataclass(frozen=True)

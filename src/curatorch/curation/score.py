@@ -63,7 +63,14 @@ from curatorch.train.shard_reference import (
     load_embed_model,
 )
 
-__all__ = ["fault_summary", "pair_scores", "parts_folder", "score_pool", "score_shards"]
+__all__ = [
+    "fault_summary",
+    "pair_scores",
+    "parts_folder",
+    "pool_digest",
+    "score_pool",
+    "score_shards",
+]
 
 _PART_FORMAT = "curatorch-scores-part"
 _FIX = "pass --overwrite to score again from the start, or choose another --out"
@@ -388,7 +395,7 @@ def _base_meta(models: tuple[EmbedModel, EmbedModel | None], source: dict) -> di
     }
 
 
-def _pool_digest(pool: PairDataset) -> str:
+def pool_digest(pool: PairDataset) -> str:
     """SHA-256 of a pool's ids, images and tokens: what its scores depend on."""
     h = hashlib.sha256()
     for tensor in (pool.ids, pool.images, pool.tokens):
@@ -462,7 +469,7 @@ def score_pool(
                 image_size=pool.image_size,
                 tokenizer_name="the built-in world's tokenizer",
             )
-    source = {"kind": "pool", "pool": pool_name, "size": len(pool), "sha256": _pool_digest(pool)}
+    source = {"kind": "pool", "pool": pool_name, "size": len(pool), "sha256": pool_digest(pool)}
     meta = {**_base_meta(models, source), "data": data or {}}
     units = [_pool_unit(pool, pool_name, batch_size)]
     kw = {"device": device, "progress": progress, "overwrite": overwrite}

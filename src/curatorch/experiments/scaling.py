@@ -50,9 +50,11 @@ __all__ = [
     "alignment_scores",
     "load_scaling_config",
     "plot_scaling_experiment",
+    "read_error_points",
     "run_scaling_experiment",
     "scaling_config_from_dict",
     "split_buckets",
+    "train_pool",
 ]
 
 
@@ -204,24 +206,35 @@ def split_buckets(
 # the experiment
 
 
-def _read_points(run_dir: Path) -> list[tuple[int, float]]:
+def read_error_points(run_dir: Path, *, metric: str = "zeroshot_acc") -> list[tuple[int, float]]:
+    """``[(examples_seen, 1 - metric)]`` of every evaluation after step 0 in a run's
+    ``metrics.jsonl`` (``metric``: an accuracy-like record field, ``zeroshot_acc`` or
+    ``mean_score``)."""
     points = []
     with open(run_dir / "metrics.jsonl", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 rec = json.loads(line)
-                if rec["examples_seen"] > 0:
-                    points.append((int(rec["examples_seen"]), 1.0 - float(rec["zeroshot_acc"])))
+                if rec["examples_seen"] > 0 and rec.get(metric) is not None:
+                    points.append((int(rec["examples_seen"]), 1.0 - float(rec[metric])))
     return points
 
 
-def _train_pool(
-    cfg: ExperimentConfig, out: Path, *, world: World, pool: PairDataset, log: Callable[[str], None]
+def train_pool(
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    world: World,
+    pool: PairDataset,
+    log: Callable[[str], None],
+    metric: str = "zeroshot_acc",
 ) -> tuple[list[tuple[int, float]], float]:
+    """Train ``cfg`` on ``pool`` into ``out`` (replacing an earlier run there) and return
+    its :func:`read_error_points` and the seconds it took; logs one line."""
     t0 = time.perf_counter()
     train(cfg, out, overwrite=True, progress=False, world=world, pool=pool)
     wall = time.perf_counter() - t0
-    points = _read_points(out)
+    points = read_error_points(out, metric=metric)
     log(
         f"  {out.name}: {len(pool)} examples, {cfg.train.steps} steps, {wall:.1f} s, "
         f"errors {[round(e, 3) for _, e in points]}"
@@ -458,7 +471,7 @@ def _train_unions(
     for k in sc.combos:
         label = f"top{_pct(100.0 * k / sc.buckets)}"
         union = world.raw.subset(torch.cat(buckets.index[:k]))
-        points, walls[label] = _train_pool(
+        points, walls[label] = train_pool(
             run_cfg, out / "unions" / label, world=world, pool=union, log=log
         )
         union_rows, union_summary[label] = _union_comparison(
@@ -558,7 +571,7 @@ def run_scaling_experiment(
     bucket_points: dict[str, _Points] = {}
     walls: dict[str, float] = {}
     for name, idx in zip(buckets.names, buckets.index, strict=False):
-        bucket_points[name], walls[name] = _train_pool(
+        bucket_points[name], walls[name] = train_pool(
             run_cfg, out / "buckets" / name, world=world, pool=world.raw.subset(idx), log=log
         )
     # 3. fit the buckets

@@ -1,0 +1,254 @@
+"""Short runs for the curation planner: the law's parameters per bucket and JEST ratio,
+and the training of the planner's candidates to check it (issue 15, items 3 and 4).
+
+The machinery is the scaling experiment's (:func:`curatorch.experiments.scaling.train_pool`
+on sub-pools of the built-in world, a constant learning rate after warmup so that an
+intermediate evaluation stands for a shorter run, :func:`curatorch.scaling.fit_pools`
+with ``a`` and ``d`` shared). A run at ``f = 0`` is IID training; at ``f > 0`` it is
+JEST (``strategy.name = "jest"``, ``strategy.filter_ratio = f``, learnability against
+the given reference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from curatorch.curation.plan import FILTER_RATIO_FIELD, JointPlan, ScoreBuckets
+from curatorch.curation.score import pool_digest
+from curatorch.curation.table import ScoreTable
+from curatorch.data import PairDataset, World
+from curatorch.experiments.scaling import train_pool
+from curatorch.scaling import FitResult, Runs, fit_pools, write_params, write_runs
+from curatorch.train import ExperimentConfig
+
+__all__ = [
+    "MAX_EVALS",
+    "ShortRuns",
+    "check_table_pool",
+    "fit_short_runs",
+    "short_run_config",
+    "train_buckets",
+    "validate_plan",
+]
+
+MAX_EVALS = 64
+"""The most evaluations one short run may make (``--run-samples`` with a tiny common step)."""
+
+_Points = list[tuple[int, float]]  # (examples trained, error) of one run
+
+
+def check_table_pool(table: ScoreTable, pool: PairDataset, *, pool_name: str) -> None:
+    """The score table must score exactly ``pool`` (the built-in pool a run trains on),
+    row for row: ``ValueError`` naming the table and the difference otherwise."""
+    source = table.meta.get("source", {})
+    if not table.is_pool or source.get("kind") != "pool":
+        raise ValueError(
+            f"score table {table.path} scores shards: short runs train on a built-in pool; "
+            f"score the pool (`curatorch score MODEL --config CONFIG`) or give --params"
+        )
+    if source.get("pool") != pool_name or source.get("sha256") != pool_digest(pool):
+        raise ValueError(
+            f"score table {table.path} scores another pool (pool {source.get('pool')!r}, "
+            f"{source.get('size')} rows) than the config's {pool_name!r} pool ({len(pool)} rows); "
+            f"score this config's pool or pass the config it was scored with"
+        )
+    if not np.array_equal(table.column("id").astype(np.int64), pool.ids.numpy()):
+        raise ValueError(f"score table {table.path}: its rows are not in the pool's order")
+
+
+def short_run_config(
+    cfg: ExperimentConfig,
+    *,
+    samples: Sequence[float],
+    filter_ratio: float,
+    reference: str,
+    seed: int | None = None,
+) -> ExperimentConfig:
+    """The config of one short run: ``cfg`` with a constant learning rate after warmup,
+    enough steps for the largest of ``samples`` (examples trained), an evaluation every
+    ``gcd`` of their step counts (no evaluation at step 0), one checkpoint at the end, and
+    the strategy of ``filter_ratio`` (0: IID; else JEST against ``reference``)."""
+    batch = cfg.train.batch_size
+    steps = [max(1, math.ceil(float(n) / batch)) for n in samples]
+    every = math.gcd(*steps)
+    if max(steps) // every > MAX_EVALS:
+        raise ValueError(
+            f"--run-samples {[int(n) for n in samples]}: the runs would evaluate every "
+            f"{every} steps, {max(steps) // every} times (at most {MAX_EVALS}); pick counts "
+            f"that are multiples of a larger number of batches of {batch}"
+        )
+    st = cfg.strategy
+    strategy = (
+        dataclasses.replace(st, name="iid")
+        if filter_ratio == 0
+        else dataclasses.replace(st, name="jest", filter_ratio=filter_ratio, reference=reference)
+    )
+    return dataclasses.replace(
+        cfg,
+        optim=dataclasses.replace(cfg.optim, min_lr_ratio=1.0),
+        strategy=strategy,
+        train=dataclasses.replace(
+            cfg.train,
+            steps=max(steps),
+            eval_every=every,
+            eval_at_start=False,
+            checkpoint_every=max(steps),
+            seed=cfg.train.seed if seed is None else seed,
+        ),
+    )
+
+
+def _ratio_dir(f: float) -> str:
+    return "iid" if f == 0 else f"jest_f{f:g}"
+
+
+@dataclass(frozen=True)
+class ShortRuns:
+    """The bucket runs of every ratio and the law fitted to each.
+
+    Attributes:
+        points: ``{f: {bucket: [(examples trained, error)]}}``.
+        fits: ``{f: FitResult}``; its ``params.extra`` holds :data:`FILTER_RATIO_FIELD`.
+        seconds: ``{run folder: wall seconds}``.
+    """
+
+    points: dict[float, dict[str, _Points]]
+    fits: dict[float, FitResult]
+    seconds: dict[str, float]
+
+
+def train_buckets(
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    world: World,
+    pool: PairDataset,
+    buckets: ScoreBuckets,
+    ratios: Sequence[float],
+    samples: Sequence[float],
+    reference: str,
+    metric: str,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[float, dict[str, _Points]], dict[str, float]]:
+    """Train every bucket alone at every ratio into ``out/runs/{iid,jest_f0.5}/{bucket}``.
+
+    Returns ``({f: {bucket: points}}, {run: seconds})``.
+    """
+    points: dict[float, dict[str, _Points]] = {}
+    seconds: dict[str, float] = {}
+    for f in ratios:
+        run_cfg = short_run_config(cfg, samples=samples, filter_ratio=f, reference=reference)
+        points[f] = {}
+        for name, index in zip(buckets.names, buckets.index, strict=True):
+            folder = out / "runs" / _ratio_dir(f) / name
+            points[f][name], seconds[f"{_ratio_dir(f)}/{name}"] = train_pool(
+                run_cfg,
+                folder,
+                world=world,
+                pool=pool.subset(torch.from_numpy(index)),
+                log=log,
+                metric=metric,
+            )
+    return points, seconds
+
+
+def fit_short_runs(
+    points: Mapping[float, Mapping[str, _Points]],
+    out: Path,
+    *,
+    bucket_size: int,
+    method: str = "utility",
+    tau_max: float = 50.0,
+) -> dict[float, FitResult]:
+    """Fit the law to each ratio's bucket points (``b``, ``tau`` per bucket; ``a``, ``d``
+    shared) with the scaling experiment's grids; write ``out/runs/{ratio}.csv`` (the
+    points) and ``out/params.jsonl`` (one record per ratio, ``filter_ratio`` in it)."""
+    fits: dict[float, FitResult] = {}
+    for f, by_bucket in points.items():
+        names = list(by_bucket)
+        rows = [(j, n, e) for j, name in enumerate(names) for n, e in by_bucket[name]]
+        runs = Runs(
+            names=tuple(names),
+            pool=np.array([r[0] for r in rows], dtype=np.int64),
+            samples_seen=np.array([r[1] for r in rows], dtype=np.float64),
+            error=np.array([r[2] for r in rows], dtype=np.float64),
+            pool_size=np.full(len(rows), float(bucket_size)),
+        )
+        write_runs(out / "runs" / f"{_ratio_dir(f)}.csv", runs)
+        fit = fit_pools(
+            names=names,
+            pool=runs.pool,
+            samples_seen=runs.samples_seen,
+            error=runs.error,
+            pool_size=float(bucket_size),
+            method=method,  # type: ignore[arg-type]
+            # budgets of ~1e3-1e5 samples, not DataComp's 1e7-1e9 (as the scaling experiment)
+            a_grid=np.geomspace(1e-3, 1e6, 91),
+            tau_grid=np.geomspace(0.25, tau_max, 100),
+            fit_id=f"plan_{_ratio_dir(f)}_{method}",
+        )
+        params = dataclasses.replace(fit.params, extra={**fit.params.extra, FILTER_RATIO_FIELD: f})
+        fits[f] = dataclasses.replace(fit, params=params)
+    write_params(out / "params.jsonl", [fits[f].params for f in sorted(fits)])
+    return fits
+
+
+def validate_plan(
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    joint: JointPlan,
+    world: World,
+    pool: PairDataset,
+    buckets: ScoreBuckets,
+    seeds: Sequence[int],
+    reference: str,
+    metric: str,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train every candidate the planner considered (each ratio's unions) at every ratio
+    and seed, to the largest budget with an evaluation at every budget, into
+    ``out/validate/{ratio}/{label}_s{seed}``.
+
+    Returns ``{"measured": {f: {label: [[error per budget] per seed]}}, "seconds": ...}``
+    with the error read at each budget's evaluation.
+    """
+    budgets = [float(b) for b in joint.budgets]
+    index = dict(zip(buckets.names, buckets.index, strict=True))
+    measured: dict[float, dict[str, list[list[float]]]] = {}
+    seconds: dict[str, float] = {}
+    for f, plan in zip(joint.ratios, joint.plans, strict=True):
+        measured[f] = {}
+        for pools in plan.pools:
+            label = buckets.label(pools)
+            union = pool.subset(torch.from_numpy(np.concatenate([index[p] for p in pools])))
+            for seed in seeds:
+                run_cfg = short_run_config(
+                    cfg, samples=budgets, filter_ratio=f, reference=reference, seed=seed
+                )
+                name = f"{_ratio_dir(f)}/{label}_s{seed}"
+                t0 = time.perf_counter()
+                points, _ = train_pool(
+                    run_cfg,
+                    out / "validate" / name,
+                    world=world,
+                    pool=union,
+                    log=log,
+                    metric=metric,
+                )
+                seconds[name] = time.perf_counter() - t0
+                at = dict(points)
+                batch = cfg.train.batch_size
+                measured[f].setdefault(label, []).append(
+                    [at[max(1, math.ceil(b / batch)) * batch] for b in budgets]
+                )
+    return {"measured": measured, "seconds": seconds}
