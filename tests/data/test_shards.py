@@ -291,6 +291,8 @@ def test_every_fault_is_skipped_and_counted(world: World, faulty: Path) -> None:
         "skipped_bad_text": 1,
         "skipped_duplicate_key": 1,
         "skipped_missing_member": 2,
+        "skipped_failed_download": 0,
+        "skipped_unreadable_shard": 0,
     }
     # grayscale is converted to RGB, other sizes are resized to image_size
     gray = batch.images[10]
@@ -437,3 +439,27 @@ def test_iter_shard_skip_passes_over_samples(world: World, faulty: Path) -> None
     skipped = list(iter_shard(faulty, image_size=16, skip=12))
     assert [i.index for i in skipped] == [i.index for i in items[12:]]
     assert isinstance(items[0], ShardSample) and items[0].caption == world.raw.captions([0])[0]
+
+
+def test_a_shard_that_vanishes_mid_run_is_skipped_and_counted(
+    world: World, shards: list[str], tmp_path: Path
+) -> None:
+    import shutil
+
+    urls = []
+    for url in shards[:3]:
+        shutil.copy(url, tmp_path / Path(url).name)
+        urls.append(str(tmp_path / Path(url).name))
+    stream = _stream(world, urls, max_corrupt_ratio=1.0, min_samples_for_ratio=0)
+    first = stream.next_batch(10)  # reading has started
+    gone = next(u for u in urls if shard_name(u) not in first.shards)
+    Path(gone).unlink()
+    batch = stream.next_batch(2 * PER_SHARD + 3 * PER_SHARD)  # into the next epoch
+    assert shard_name(gone) not in batch.shards
+    counts = stream.counts()
+    # one fault for each time the stream came to the missing shard, the rest read on
+    assert counts["skipped_unreadable_shard"] == counts["samples_skipped"] >= 1
+    assert counts["samples_ok"] == 10 + len(batch)
+    fault = next(iter(iter_shard(gone, image_size=16)))
+    assert isinstance(fault, ShardFault) and fault.reason == "unreadable_shard"
+    assert "FileNotFoundError" in fault.detail

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from curatorch.data import iter_captions, iter_shard, web_class_names, web_pairs, write_web_shards
 from curatorch.data._webcaptions import WEB_BOILERPLATE
-from curatorch.data.shards import ShardSample
+from curatorch.data.shards import ShardSample, ShardStream, fault_counts, iter_shard_batches
 
 JSON_FIELDS = ["caption", "url", "key", "status", "error_message", "width", "height",
                "original_width", "original_height", "exif", "sha256"]  # fmt: skip
@@ -140,3 +141,44 @@ def test_a_folder_with_other_files_is_refused_and_overwrite_replaces(tmp_path: P
         write_web_shards(tmp_path / "w", pairs=4, shard_size=4)
     write_web_shards(tmp_path / "w", pairs=4, shard_size=4, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "w").glob("*.tar")) == ["00000.tar"]
+
+
+class _ZeroTokenizer:
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        return torch.zeros(len(captions), 4, dtype=torch.int64)
+
+
+def _count(urls: list[str]) -> dict[str, int]:
+    counts = fault_counts()
+    for url in urls:
+        for _ in iter_shard_batches(url, image_size=16, batch_size=4, counts=counts):
+            pass
+    return counts
+
+
+def test_failed_samples_in_the_tar_are_counted_as_failed_download(tmp_path: Path) -> None:
+    kw = {"pairs": 20, "shard_size": 10, "image_size": 16, "failed": 0.25}
+    meta = write_web_shards(tmp_path / "w", failed_in_tar=True, **kw)
+    assert meta["failed_in_tar"] and meta["noise_counts"]["failed"] == 5
+    urls = [str(tmp_path / "w" / f"{n}.tar") for n in meta["shards"]]
+    keys = Counter(m.split(".")[0] for m in _members(Path(urls[0])))
+    stats = json.loads((tmp_path / "w" / "00000_stats.json").read_text())
+    data = _read(Path(urls[0]))
+    failed = [k for k in keys if f"{k}.jpg" not in data]  # a .txt and a .json, no image
+    assert len(failed) == stats["failed_to_download"] > 0 and all(keys[k] == 2 for k in failed)
+    assert json.loads(data[f"{failed[0]}.json"])["status"] == "failed_to_download"
+    counts = _count(urls)
+    assert counts["samples_ok"] == 15
+    assert (counts["skipped_failed_download"], counts["samples_skipped"]) == (5, 5)
+    fault = next(f for f in iter_shard(urls[0], image_size=16) if not isinstance(f, ShardSample))
+    assert fault.reason == "failed_download" and "failed_to_download" in fault.detail
+    assert len(list(iter_captions(urls))) == 15  # failed samples have no usable caption
+    # the training stream counts them under the same reason
+    stream = ShardStream(urls, image_size=16, tokenizer=_ZeroTokenizer(), max_corrupt_ratio=1.0)
+    stream.next_batch(16)  # all of the first epoch (shard order is seeded)
+    got = stream.counts()
+    assert got["skipped_failed_download"] == got["samples_skipped"] >= 5
+    # by default (img2dataset's webdataset output) failed samples are not in the tar at all
+    write_web_shards(tmp_path / "d", **kw)
+    counts = _count([str(tmp_path / "d" / Path(u).name) for u in urls])
+    assert (counts["samples_ok"], counts["samples_skipped"]) == (15, 0)

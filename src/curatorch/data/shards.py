@@ -75,6 +75,8 @@ FAULT_REASONS = (
     "bad_text",  # the caption is not UTF-8
     "duplicate_key",  # a key seen before in the same shard
     "missing_member",  # an image without a caption or a caption without an image
+    "failed_download",  # img2dataset marked it failed: its .json status is not "success"
+    "unreadable_shard",  # the shard file is gone or cannot be opened: the whole shard
 )
 
 # Image member extensions, in the order a sample's image is looked for.
@@ -279,6 +281,10 @@ class _TruncatedTar(Exception):
     pass
 
 
+class _UnreadableShard(Exception):
+    pass
+
+
 class _Group(NamedTuple):
     index: int
     key: str
@@ -289,6 +295,7 @@ class _Group(NamedTuple):
 class _Damage(NamedTuple):
     index: int
     detail: str
+    reason: str = "truncated_tar"
 
 
 def _tar_members(path: str) -> Iterator[tuple[str, bytes]]:
@@ -299,8 +306,12 @@ def _tar_members(path: str) -> Iterator[tuple[str, bytes]]:
     checked here.
     """
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|*") as tf:
+        fh = open(path, "rb")  # noqa: SIM115 (closed below)
+        size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:  # deleted, no permission, storage gone: nothing of it is read
+        raise _UnreadableShard(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        with fh, tarfile.open(fileobj=fh, mode="r|*") as tf:
             for info in tf:
                 if not info.isreg():
                     continue
@@ -352,6 +363,9 @@ def _shard_groups(path: str) -> Iterator[_Group | _Damage]:
     except _TruncatedTar as exc:
         yield _Damage(index, str(exc))
         return
+    except _UnreadableShard as exc:
+        yield _Damage(index, str(exc), "unreadable_shard")
+        return
     if members is not None:
         yield _Group(index, key, members, duplicate)  # type: ignore[arg-type]
 
@@ -391,6 +405,23 @@ def _decode_image(data: bytes, image_size: int) -> torch.Tensor | tuple[str, str
     return pil_to_tensor(rgb)
 
 
+def _failed_status(members: dict[str, bytes]) -> str | None:
+    """What img2dataset says went wrong with a sample it marked as failed (its ``.json``
+    ``status`` is not ``"success"``: ``failed_to_download``, ``failed_to_resize``), or
+    ``None``: no ``.json``, one without ``status``, or not an object (not img2dataset's)."""
+    raw = members.get("json")
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(meta, dict) or "status" not in meta or meta["status"] == "success":
+        return None
+    error = meta.get("error_message")
+    return f"status {meta['status']!r}" + (f": {error}" if error else "")
+
+
 def _decode_group(group: _Group, image_size: int) -> ShardSample | ShardFault:
     def fault(reason: str, detail: str = "") -> ShardFault:
         return ShardFault(reason, group.key, group.index, detail)
@@ -398,6 +429,9 @@ def _decode_group(group: _Group, image_size: int) -> ShardSample | ShardFault:
     if group.duplicate:
         return fault("duplicate_key")
     members = group.members
+    status = _failed_status(members)
+    if status is not None:
+        return fault("failed_download", status)
     image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
     if image_ext is None or _TEXT not in members:
         have = ", ".join(sorted(members))
@@ -430,7 +464,7 @@ def iter_shard(
         if item.index < skip:
             continue
         if isinstance(item, _Damage):
-            yield ShardFault("truncated_tar", None, item.index, item.detail)
+            yield ShardFault(item.reason, None, item.index, item.detail)
         else:
             yield _decode_group(item, image_size)
 
@@ -494,8 +528,9 @@ def iter_shard_members(url: str | os.PathLike[str]) -> Iterator[tuple[str, dict[
 def iter_captions(urls: Sequence[str | os.PathLike[str]], *, limit: int = 0) -> Iterator[str]:
     """The captions of the shards ``urls``, in order (shard after shard, file order),
     stripped; the images are not decoded. Samples that :func:`iter_shard` would skip
-    (no image, no or empty caption, not UTF-8, duplicate key, the rest of a damaged tar)
-    are passed over. ``limit`` > 0 stops after that many captions."""
+    (no image, marked failed by img2dataset, no or empty caption, not UTF-8, duplicate
+    key, the rest of a damaged tar, a shard that cannot be opened) are passed over.
+    ``limit`` > 0 stops after that many captions."""
     if isinstance(urls, (str, os.PathLike)):
         raise ValueError(f"urls must be a sequence of shard paths, got {urls!r}")
     _check_int("limit", limit, 0)
@@ -505,6 +540,8 @@ def iter_captions(urls: Sequence[str | os.PathLike[str]], *, limit: int = 0) -> 
             if isinstance(item, _Damage) or item.duplicate or _TEXT not in item.members:
                 continue
             if not any(e in item.members for e in IMAGE_EXTENSIONS):
+                continue
+            if _failed_status(item.members) is not None:
                 continue
             try:
                 caption = item.members[_TEXT].decode("utf-8").strip()

@@ -344,6 +344,14 @@ def _write_tar(
                 rng = np.random.default_rng([seed, 6, pair.index])
                 meta.update(status="failed_to_download", error_message=str(rng.choice(_ERRORS)))
                 metas.append(meta)
+                if kw["failed_in_tar"]:  # its caption and metadata, no image
+                    writer.write(
+                        {
+                            "__key__": key,
+                            "txt": pair.caption.encode("utf-8"),
+                            "json": json.dumps(meta, indent=4).encode("utf-8"),
+                        }
+                    )
                 continue
             raw = _download_bytes(pair, seed)
             jpg, ow, oh = _resize_center_crop(raw, image_size)
@@ -371,7 +379,7 @@ def _write_shard(out: Path, shard: int, chunk: list[WebPair], **kw: Any) -> dict
     oom = math.ceil(math.log10(kw["shard_size"]))
     keys = [f"{shard * 10**oom + j:0{oom + _OOM_SHARD_COUNT}d}" for j in range(len(chunk))]
     metas: list[dict[str, Any]] = []
-    kw = {k: kw[k] for k in ("seed", "image_size", "labelled")}
+    kw = {k: kw[k] for k in ("seed", "image_size", "labelled", "failed_in_tar")}
     atomic_write(out / f"{name}.tar", lambda tmp: _write_tar(tmp, chunk, keys, metas, **kw))
     schema = _parquet_schema(kw["labelled"])
     table = pa.Table.from_pylist(metas, schema=schema)
@@ -429,6 +437,7 @@ def write_web_shards(
     degraded: float = 0.1,
     failed: float = 0.0,
     labelled: bool = False,
+    failed_in_tar: bool = False,
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -445,6 +454,12 @@ def write_web_shards(
             of the samples (sum <= 1; all 0 = a clean curated set for a reference).
         labelled: add each sample's class name as ``label`` (``.json`` and parquet
             column) and write ``classes.txt`` (:func:`web_class_names`).
+        failed_in_tar: also write each failed sample into the tar, as its ``.txt`` and a
+            ``.json`` with ``status = "failed_to_download"`` and no image: the shape of
+            a failed sample in tars whose writer keeps failed samples (by default a
+            failed sample is only a parquet row, as with img2dataset's
+            ``--output_format webdataset``). Shard readers skip such samples and count
+            them as ``failed_download``.
         overwrite: replace an earlier output of this function in ``out``.
         progress: show a progress bar over the shards.
 
@@ -469,7 +484,7 @@ def write_web_shards(
         chunk = [next(stream) for _ in range(min(shard_size, pairs - shard * shard_size))]
         noise.update(p.noise for p in chunk)
         present.update(p.label for p in chunk if p.noise != "failed")
-        kw = {"seed": seed, "image_size": image_size, "labelled": labelled}
+        kw = dict(seed=seed, image_size=image_size, labelled=labelled, failed_in_tar=failed_in_tar)
         successes += _write_shard(out, shard, chunk, shard_size=shard_size, **kw)["successes"]
         names.append(f"{shard:0{_OOM_SHARD_COUNT}d}")
     if labelled:
@@ -477,14 +492,10 @@ def write_web_shards(
     meta = {
         "generator": "curatorch.data.webshards",
         "version": 1,
-        "pairs": pairs,
-        "shard_size": shard_size,
-        "seed": seed,
-        "image_size": image_size,
+        **dict(pairs=pairs, shard_size=shard_size, seed=seed, image_size=image_size),
         "fractions": fractions,
         "noise_counts": {k: noise.get(k, 0) for k in WEB_NOISE_KINDS},
-        "successes": successes,
-        "labelled": labelled,
+        **dict(successes=successes, labelled=labelled, failed_in_tar=failed_in_tar),
         "label_field": "label" if labelled else None,
         "classes_file": _CLASSES_FILE if labelled else None,
         "classes": [c for c in web_class_names() if c in present] if labelled else [],
