@@ -154,3 +154,22 @@ def test_the_recipes_shipped_configs_load() -> None:
     cc = load_compare_config(resolve_config("web_compare"))
     assert [s.name for s in cc.compare.strategies] == ["iid", "jest"]
     assert cc.compare.seeds == (0, 1, 2) or list(cc.compare.seeds) == [0, 1, 2]
+
+
+def test_failed_in_tar_writes_failed_downloads_into_the_tars(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from curatorch.data import fault_counts, iter_shard_batches
+
+    rc, out, _ = _run(
+        ["data", "make-web-shards", "--out", str(tmp_path / "w"), "--pairs", "10",
+         "--shard-size", "10", "--image-size", "16", "--failed-fraction", "0.3",
+         "--failed-in-tar", "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert rc == 0 and json.loads(out)["noise_counts"]["failed"] == 3
+    counts = fault_counts()
+    for _ in iter_shard_batches(tmp_path / "w" / "00000.tar", image_size=16, batch_size=8,
+                                counts=counts):  # fmt: skip
+        pass
+    assert (counts["samples_ok"], counts["skipped_failed_download"]) == (7, 3)

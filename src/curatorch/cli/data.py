@@ -79,6 +79,12 @@ def _register_web_shards(data_sub: Any) -> None:
     )
     p.add_argument("--failed-fraction", type=float, default=0.0, help="failed downloads (0)")
     p.add_argument(
+        "--failed-in-tar",
+        action="store_true",
+        help="also write failed downloads into the tars (.txt and a .json with status "
+        "failed_to_download, no image); readers count them as failed_download",
+    )
+    p.add_argument(
         "--labelled", action="store_true", help="label field and classes.txt (eval shards)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier output")
@@ -195,6 +201,7 @@ def _make_web_shards(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         failed=args.failed_fraction,
         labelled=args.labelled,
+        failed_in_tar=args.failed_in_tar,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         **fractions,
