@@ -9,10 +9,11 @@ import pytest
 
 from curatorch.cli import main
 from curatorch.scaling import DEFAULT_B_GRID, DEFAULT_TAU_GRID, pool_error, read_params
+from curatorch.scaling.shipped import SHIPPED_DIR
 from tests.helpers import last_json
 from tests.scaling.helpers import REFERENCE_UTILITY
 
-PUBLISHED = "/work/shared/data/scaling/parameter_values.jsonl"
+PUBLISHED = str(SHIPPED_DIR / "published.jsonl")  # the authors' values, shipped
 PREDICT = [
     "scaling",
     "predict",

@@ -15,8 +15,9 @@ from curatorch.scaling import (
     write_params,
     write_runs,
 )
+from curatorch.scaling.shipped import SHIPPED_DIR
 
-PUBLISHED = "/work/shared/data/scaling/parameter_values.jsonl"
+PUBLISHED = str(SHIPPED_DIR / "published.jsonl")  # the authors' values, shipped
 
 
 def test_read_published_file():

@@ -11,9 +11,10 @@ from curatorch.scaling import (
     find_params,
     plan_filters,
 )
+from curatorch.scaling.shipped import SHIPPED_DIR
 from tests.scaling.helpers import REFERENCE_UTILITY
 
-PUBLISHED = "/work/shared/data/scaling/parameter_values.jsonl"
+PUBLISHED = str(SHIPPED_DIR / "published.jsonl")  # the authors' values, shipped
 NAMES = [
     "tmars_top0to10p",
     "tmars_top10to20p",
