@@ -118,7 +118,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     from curatorch.scaling import parse_count, parse_counts
 
     _check_args(args)
-    output_dir(args.out)
+    output_dir(args.out, create=False)  # made once every input is checked
     budgets = parse_counts(args.budgets, name="--budgets")
     table = load_score_table(args.scores)
     state: dict[str, Any] = {"table": table, "budgets": budgets, "cfg": None}
@@ -176,6 +176,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     state = _setup(args)
+    args.out.mkdir(parents=True, exist_ok=True)
     measured: dict[float, dict[str, tuple[list[float], list[float]]]] = {}
     if args.params is None:
         state["params"] = _short_runs(args, state)

@@ -26,8 +26,8 @@ from curatorch.curation.plan import FILTER_RATIO_FIELD, JointPlan, ScoreBuckets
 from curatorch.curation.score import pool_digest
 from curatorch.curation.table import ScoreTable
 from curatorch.data import PairDataset, World
-from curatorch.experiments.scaling import train_pool
-from curatorch.scaling import FitResult, Runs, fit_pools, write_params, write_runs
+from curatorch.experiments.scaling import fit_small_runs, train_pool
+from curatorch.scaling import FitResult, Runs, write_params, write_runs
 from curatorch.train import ExperimentConfig
 
 __all__ = [
@@ -184,16 +184,11 @@ def fit_short_runs(
             pool_size=np.full(len(rows), float(bucket_size)),
         )
         write_runs(out / "runs" / f"{_ratio_dir(f)}.csv", runs)
-        fit = fit_pools(
-            names=names,
-            pool=runs.pool,
-            samples_seen=runs.samples_seen,
-            error=runs.error,
-            pool_size=float(bucket_size),
-            method=method,  # type: ignore[arg-type]
-            # budgets of ~1e3-1e5 samples, not DataComp's 1e7-1e9 (as the scaling experiment)
-            a_grid=np.geomspace(1e-3, 1e6, 91),
-            tau_grid=np.geomspace(0.25, tau_max, 100),
+        fit = fit_small_runs(
+            runs,
+            size=bucket_size,
+            method=method,
+            tau_max=tau_max,
             fit_id=f"plan_{_ratio_dir(f)}_{method}",
         )
         params = dataclasses.replace(fit.params, extra={**fit.params.extra, FILTER_RATIO_FIELD: f})

@@ -48,6 +48,7 @@ __all__ = [
     "ScalingExperimentConfig",
     "ScalingSection",
     "alignment_scores",
+    "fit_small_runs",
     "load_scaling_config",
     "plot_scaling_experiment",
     "read_error_points",
@@ -340,6 +341,33 @@ def _run_config(config: ScalingExperimentConfig, size: int) -> ExperimentConfig:
     )
 
 
+def fit_small_runs(
+    runs: Runs,
+    *,
+    size: float,
+    method: str,
+    d: float | None = None,
+    tau_max: float = 50.0,
+    fit_id: str = "fit",
+) -> FitResult:
+    """:func:`curatorch.scaling.fit_pools` of bucket runs of ``size`` examples each, on
+    grids for small budgets: ours are ~1e3-1e5 samples, not DataComp's 1e7-1e9, so ``a``
+    is searched on a wide log grid and ``tau`` on ``[0.25, tau_max]`` passes; ``d``
+    fitted unless given."""
+    return fit_pools(
+        names=runs.names,
+        pool=runs.pool,
+        samples_seen=runs.samples_seen,
+        error=runs.error,
+        pool_size=float(size),
+        method=method,  # type: ignore[arg-type]
+        d=d,
+        a_grid=np.geomspace(1e-3, 1e6, 91),
+        tau_grid=np.geomspace(0.25, tau_max, 100),
+        fit_id=fit_id,
+    )
+
+
 def _fit_buckets(
     sc: ScalingSection,
     out: Path,
@@ -373,17 +401,12 @@ def _fit_buckets(
     other = _other_method(sc.method)
     for method in (sc.method, other):  # the configured method, and the other for comparison
         t0 = time.perf_counter()
-        fits[method] = fit_pools(
-            names=names,
-            pool=runs.pool,
-            samples_seen=runs.samples_seen,
-            error=runs.error,
-            pool_size=float(size),
-            method=method,  # type: ignore[arg-type]
+        fits[method] = fit_small_runs(
+            runs,
+            size=size,
+            method=method,
             d=None if sc.fit_d else sc.d,
-            # our budgets are ~1e4-1e5 samples, not DataComp's 1e7-1e9: a log grid for a
-            a_grid=np.geomspace(1e-3, 1e6, 91),
-            tau_grid=np.geomspace(0.25, sc.tau_max, 100),
+            tau_max=sc.tau_max,
             fit_id=f"experiment_buckets_{method}",
         )
         fit_walls[method] = time.perf_counter() - t0
