@@ -107,7 +107,7 @@ def test_bad_plan_input_exits_2_and_names_it(setup: dict[str, Path], capsys) -> 
     new = root / "new"
     base = [table, "--by", "cosine", "--budgets", "10K", "--out", new]
     _refused(capsys, setup, *base, match="plan needs --params FILE or --config")
-    _refused(capsys, setup, *base, "--params", root / "none.jsonl", match="none.jsonl does not")
+    _refused(capsys, setup, *base, "--params", root / "none.jsonl", match="none.jsonl")
     _refused(capsys, setup, *base, "--params", params, "--run-samples", "1K", match="not both")
     _refused(capsys, setup, *base, "--params", params, "--ratios", "0.5", match="--ratios applies")
     _refused(capsys, setup, *base, "--run-samples", "1K", match="need --config CONFIG")
@@ -172,3 +172,25 @@ def test_short_runs_and_validation_on_a_tiny_world(tmp_path: Path, capsys) -> No
     code, _, err = _run(capsys, *args[:-2], "--out", tmp_path / "o", "--budgets", "16",
                         "--run-samples", "16", *no_ref)  # fmt: skip
     assert code == 2 and "--reference" in err and "does not exist" in err, err
+
+
+def test_published_parameters_give_plan_filters_choice(tmp_path: Path, capsys) -> None:
+    from curatorch.scaling import find_params, plan_filters, resolve_scaling_file
+
+    table = _table(tmp_path / "scores.parquet", n=1000)
+    out = tmp_path / "plan"
+    key = "tmars_imagenet1k_utility"
+    code, _, err = _run(
+        capsys, "plan", table, "--by", "cosine", "--buckets", "10", "--params", "published",
+        "--key", key, "--pool-size", "128M", "--budgets", "32M,128M,640M", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    rec = json.loads((out / "plan.json").read_text())
+    published = find_params(resolve_scaling_file("published", kind="params"), key)
+    ref = plan_filters(published, bucket_size=12.8e6, budgets=[32e6, 128e6, 640e6])
+    for j, entry in enumerate(rec["budgets"]):
+        (ratio,) = entry["ratios"]  # the record is IID's (no filter_ratio field)
+        assert ratio["best"] == ref.labels[int(ref.best[j])]  # top10, top20, top20
+        errors = [c["predicted_error"] for c in ratio["candidates"]]
+        assert errors == pytest.approx(ref.errors[:, j].tolist())
+    assert [e["recommendation"]["label"] for e in rec["budgets"]] == ["top10", "top20", "top20"]

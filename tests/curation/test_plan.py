@@ -142,7 +142,7 @@ def test_params_by_ratio_matches_by_name_or_interval() -> None:
     assert got[0.8].names == NAMES[:2] and got[0.8].b == (-0.4, -0.3)
     with pytest.raises(ValueError, match=r"both for filter_ratio = 0.0; pick one with --key"):
         params_by_ratio([iid, iid], names=NAMES, where="--params f")
-    with pytest.raises(ValueError, match=r"--params f: record 'fit_fNone' has no parameters"):
+    with pytest.raises(ValueError, match=r"--params f: record 'fit_fNone' has parameters for none"):
         params_by_ratio([iid], names=("top0to10p",), where="--params f")
     bad = dataclasses.replace(iid, extra={FILTER_RATIO_FIELD: 1.0})
     with pytest.raises(ValueError, match=r"filter_ratio must be in \[0, 1\), got 1.0"):
@@ -192,3 +192,13 @@ def test_record_markdown_validation_and_plot(tmp_path) -> None:
     png = tmp_path / "plan.png"
     plot_plan(joint, png, buckets=buckets, bucket_size=100, measured={0.0: {"x": ([300], [0.5])}})
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_record_may_cover_some_buckets_only() -> None:
+    top_two = dataclasses.replace(
+        _params((-0.3, -0.2, -0.12, -0.05), f=0.0), names=("top0to25p", "x", "top25to50p", "y")
+    )
+    got = params_by_ratio([top_two], names=NAMES)[0.0]
+    assert got.names == ("top0to25p", "top25to50p") and got.b == (-0.3, -0.12)
+    joint = plan_joint({0.0: got}, bucket_size=5e4, budgets=[1e5], pools=NAMES)
+    assert joint.plans[0].pools == (("top0to25p",), ("top0to25p", "top25to50p"))

@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--buckets", type=int, default=4, help="k quantile buckets (default 4)")
     p.add_argument("--budgets", required=True, help="examples trained, e.g. 5K,20K,80K")
     p.add_argument("--out", type=Path, required=True, help="folder for the plan")
-    p.add_argument("--params", type=Path, default=None, help="parameter file (JSON lines)")
+    p.add_argument(
+        "--params", default=None, help="parameter file (JSON lines) or a shipped name (published)"
+    )
     p.add_argument("--key", action="append", default=[], help="record id(s) of --params")
     p.add_argument(
         "--pool-size",
@@ -95,17 +97,12 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _file_params(args: argparse.Namespace, names: list[str]) -> dict[float, Any]:
     from curatorch.curation.plan import params_by_ratio
-    from curatorch.scaling import find_params, read_params
+    from curatorch.scaling import find_params, read_params, resolve_scaling_file
 
     where = f"--params {args.params}"
-    if not args.params.is_file():
-        raise ValueError(f"{where} does not exist")
+    path = resolve_scaling_file(args.params, kind="params", option="--params")
     try:
-        records = (
-            [find_params(args.params, k) for k in args.key]
-            if args.key
-            else read_params(args.params)
-        )
+        records = [find_params(path, k) for k in args.key] if args.key else read_params(path)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     return params_by_ratio(records, names=names, where=where)
@@ -261,7 +258,7 @@ def _write(
         "scores": str(args.scores),
         "metric": args.metric,
         "method": args.method,
-        "params_source": str(args.params) if args.params else "short runs",
+        "params_source": args.params or "short runs",
     }
     if "samples" in state:
         source["run_samples"] = state["samples"]

@@ -187,26 +187,25 @@ def _ratio_of(params: PoolParams) -> float:
 
 
 def _align(rec: PoolParams, names: Sequence[str], where: str) -> PoolParams:
-    """``rec`` restricted to the buckets ``names``, matched by name or else by their
-    ``top{lo}to{hi}p`` interval (a published ``tmars_top0to10p`` is this split's
-    ``top0to10p``), renamed to ``names``."""
+    """``rec`` restricted to those of the buckets ``names`` it has, matched by name or
+    else by their ``top{lo}to{hi}p`` interval (a published ``tmars_top0to10p`` is this
+    split's ``top0to10p``), renamed to the split's names, in the split's order."""
     spans = {bucket_interval(n): i for i, n in enumerate(rec.names) if bucket_interval(n)}
-    idx, missing = [], []
+    found = {}
     for n in names:
         i = rec.names.index(n) if n in rec.names else spans.get(bucket_interval(n))
-        if i is None:
-            missing.append(n)
-        else:
-            idx.append(i)
-    if missing:
+        if i is not None:
+            found[n] = i
+    if not found:
         raise ValueError(
-            f"{where}: record {rec.id!r} has no parameters for the bucket(s) {missing} "
-            f"(it has {list(rec.names)}); fit the buckets of this split, pick another "
-            f"--buckets, or pick the record with --key"
+            f"{where}: record {rec.id!r} has parameters for none of the buckets "
+            f"{list(names)} (it has {list(rec.names)}); fit the buckets of this split, pick "
+            f"another --buckets, or pick the record with --key"
         )
+    idx = list(found.values())
     return dataclasses.replace(
         rec,
-        names=tuple(names),
+        names=tuple(found),
         a=tuple(rec.a[i] for i in idx),
         b=tuple(rec.b[i] for i in idx),
         tau=tuple(rec.tau[i] for i in idx),
@@ -218,9 +217,10 @@ def params_by_ratio(
 ) -> dict[float, PoolParams]:
     """``{f: record}`` from parameter records, each fitted at the JEST ratio its
     :data:`FILTER_RATIO_FIELD` names (absent: 0, IID), sorted by ``f``, each restricted
-    to the buckets ``names`` (matched by name or ``top{lo}to{hi}p`` interval).
+    to those of the buckets ``names`` it has (matched by name or ``top{lo}to{hi}p``
+    interval; the others are no candidate at that ``f``).
 
-    Every record must hold every bucket of ``names``, and no two the same ``f``;
+    Every record must hold one bucket of ``names`` at least, and no two the same ``f``;
     ``ValueError`` naming ``where`` and the record otherwise.
     """
     if not records:
@@ -284,7 +284,7 @@ def plan_joint(
     *,
     bucket_size: float,
     budgets: ArrayLike,
-    pools: Sequence[str],
+    pools: Sequence[str] | None = None,
     budget_labels: Sequence[str] | None = None,
     method: str = "utility",
     bucket_percent: float | None = None,
@@ -295,7 +295,8 @@ def plan_joint(
     Args:
         params: ``{f: record}`` (:func:`params_by_ratio`); each record's ``d``.
         bucket_size: samples per bucket. budgets: ``[B]`` examples trained, > 0.
-        pools: the candidate buckets (the split's names).
+        pools: the candidate buckets (the split's names; at each ratio those its record
+            has); default each record's names.
         method: ``"utility"`` or ``"data"``. bucket_percent: percent of the pool per bucket.
 
     Ties go to the smaller filter ratio, then (as in ``plan_filters``) the smaller filter.
@@ -310,7 +311,7 @@ def plan_joint(
             budgets=budgets,
             budget_labels=budget_labels,
             method=method,  # type: ignore[arg-type]
-            pools=pools,
+            pools=params[f].names if pools is None else [n for n in pools if n in params[f].names],
             bucket_percent=bucket_percent,
         )
         for f in ratios
