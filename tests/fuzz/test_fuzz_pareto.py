@@ -1,6 +1,7 @@
 """Fuzzed gradient integrators: random shapes, zero, parallel, anti-parallel and nearly
 anti-parallel gradients give finite outputs that never conflict with either objective
-(MMPareto with one rescaling factor per encoder, or with one tensor; MGDA; PCGrad)."""
+(MMPareto with one rescaling factor per encoder, or with one tensor; MGDA; PCGrad), and
+the same for the n-objective rule."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from curatorch.pareto import (
     build_integrator,
     min_norm_weights,
     mmpareto_combine,
+    mmpareto_combine_n,
     pair_stats,
 )
 
@@ -192,3 +194,55 @@ def test_integrators_fill_finite_grads_without_conflict(
         n_out = _norm(grads)
         for name, g in (("g_m", g_m), ("g_u", g_u)):
             assert _inner(grads, g) >= -tol * n_out * _norm(g) - floor, f"{method} vs {name}"
+
+
+N_KINDS = ("random", "one_zero", "all_zero", "anti_pair", "near_anti_pair", "shared")
+
+
+def _objectives(kind, n, shape_list, dtype, magnitude, noise, seed):
+    """``n`` objectives' per-tensor gradients of the given kind."""
+    g = torch.Generator().manual_seed(seed)
+    draw = lambda: [torch.randn(s, generator=g, dtype=torch.float64) for s in shape_list]  # noqa: E731
+    grads = [draw() for _ in range(n)]
+    if kind == "shared":  # a common component: often no pair conflicts
+        base = draw()
+        grads = [[3 * b + t for b, t in zip(base, obj, strict=True)] for obj in grads]
+    elif kind == "one_zero":
+        grads[0] = [torch.zeros_like(t) for t in grads[0]]
+    elif kind == "all_zero":
+        grads = [[torch.zeros_like(t) for t in obj] for obj in grads]
+    elif kind in ("anti_pair", "near_anti_pair") and n >= 2:  # g_1 = -c g_0 (+ noise)
+        eps = noise if kind == "near_anti_pair" else 0.0
+        grads[1] = [-2.5 * t + eps * o for t, o in zip(grads[0], grads[1], strict=True)]
+    return [[(magnitude * t).to(dtype) for t in obj] for obj in grads]
+
+
+@FAST
+@given(
+    n=st.integers(1, 6),
+    shape_list=shapes,
+    kind=st.sampled_from(N_KINDS),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    log_mag=st.integers(-6, 6),
+    noise=st.sampled_from([1e-12, 1e-6, 1e-2]),
+    gamma=st.floats(0.1, 10.0),
+    scale=st.sampled_from(["tensor", "encoder"]),
+    seed=st.integers(0, 2**16),
+)
+def test_mmpareto_combine_n_finite_and_conflict_free(
+    n, shape_list, kind, dtype, log_mag, noise, gamma, scale, seed
+) -> None:
+    """The n-objective rule: finite, shaped like the inputs, zero for zero inputs, never
+    against any objective with one factor per group (or one tensor)."""
+    grads = _objectives(kind, n, shape_list, dtype, 10.0**log_mag, noise, seed)
+    out = mmpareto_combine_n(grads, gamma, scale=scale)
+    assert [t.shape for t in out] == [t.shape for t in grads[0]]
+    assert all(t.dtype == dtype and torch.isfinite(t).all() for t in out)
+    if kind == "all_zero":
+        assert all((t == 0).all() for t in out)
+    if scale == "encoder" or len(shape_list) == 1:
+        n_out, tol = _norm(out), _tolerance(dtype)
+        for i, g in enumerate(grads):
+            assert _inner(out, g) >= -tol * n_out * _norm(g), f"conflicts with objective {i}"
+    total = sum(_norm(g) for g in grads)
+    assert _norm(out) <= gamma * total * len(grads) * (1 + _tolerance(dtype)) + 1e-30

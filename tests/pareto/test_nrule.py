@@ -222,3 +222,20 @@ def test_validation_names_the_parameter() -> None:
         min_norm_simplex(np.array([[1.0, 2.0], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="square"):
         min_norm_simplex(np.ones((2, 3)))
+
+
+def test_large_gradients_do_not_break_the_solver() -> None:
+    """Found by the fuzz test: gradients of norm ~1e6 (Gram entries ~1e13 next to the
+    constraint's ones) once gave a vertex instead of the min-norm point. The weights are
+    scale-invariant and the solver now scales the Gram first."""
+    gen = torch.Generator().manual_seed(0)
+    grads = [[torch.randn((), generator=gen), torch.randn(4, generator=gen)] for _ in range(6)]
+    grads[1] = [-2.5 * t for t in grads[0]]  # 0 is in the hull: Pareto-stationary
+    big = [[1e6 * t for t in g] for g in grads]
+    flat = torch.stack([torch.cat([t.reshape(-1) for t in g]) for g in big]).double()
+    for gram in (flat @ flat.T, 1e-12 * (flat @ flat.T)):
+        w = min_norm_simplex(gram.numpy())
+        d = torch.as_tensor(w) @ flat
+        assert float(d @ d) <= 1e-9 * float((flat * flat).sum(1).max())
+    out = mmpareto_combine_n(big, scale="encoder")
+    assert all((t == 0).all() for t in out)

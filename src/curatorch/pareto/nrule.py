@@ -150,18 +150,20 @@ def _affine_min(g: np.ndarray, support: list[int]) -> np.ndarray:
     return sol[:k]
 
 
-def _wolfe(g: np.ndarray, tol: float, max_iters: int) -> np.ndarray:
-    """Wolfe's (1976) min-norm-point algorithm in Gram form."""
+def _wolfe(g: np.ndarray, tol: float, max_iters: int) -> np.ndarray | None:
+    """Wolfe's (1976) min-norm-point algorithm in Gram form (``g`` scaled so that its
+    largest diagonal entry is 1); ``None`` when it has not converged in ``max_iters``."""
     n = g.shape[0]
-    scale = max(float(np.max(np.diag(g))), 1e-300)
     start = int(np.argmin(np.diag(g)))
     support, w = [start], np.array([1.0])
     for _ in range(max_iters):
         x_dot = g[:, support] @ w  # [n] x . p_j
         xx = float(w @ x_dot[support])
         j = int(np.argmin(x_dot))
-        if j in support or x_dot[j] >= xx - tol * scale:
-            break
+        if j in support or x_dot[j] >= xx - tol:
+            out = np.zeros(n)
+            out[support] = w
+            return out
         support, w = [*support, j], np.append(w, 0.0)
         for _ in range(len(support) + 1):  # minor cycles: each drops >= 1 point
             a = _affine_min(g, support)
@@ -174,9 +176,7 @@ def _wolfe(g: np.ndarray, tol: float, max_iters: int) -> np.ndarray:
             keep = w > tol
             support = [s for s, k in zip(support, keep, strict=True) if k]
             w = w[keep] / w[keep].sum()
-    out = np.zeros(n)
-    out[support] = w
-    return out
+    return None
 
 
 def _enumerate(g: np.ndarray, tol: float) -> np.ndarray:
@@ -252,14 +252,28 @@ def min_norm_simplex(
 
 
 def _min_norm(g: np.ndarray, solver: str, tol: float = 1e-12, max_iters: int = 1000) -> np.ndarray:
-    """:func:`min_norm_simplex` on a checked Gram matrix."""
-    if g.shape[0] == 1:
-        return np.ones(1)
+    """:func:`min_norm_simplex` on a checked Gram matrix. The weights do not change when
+    the Gram is scaled, so it is scaled to a largest diagonal entry of 1 first: the KKT
+    systems then mix entries of one size (gradients of norm 1e6 gave entries of 1e12 next
+    to the constraint's ones, and a wrong answer)."""
+    n = g.shape[0]
+    top = float(np.max(np.diag(g)))
+    if n == 1 or top <= 0:  # one point, or every point is 0: any weights are optimal
+        return np.full(n, 1.0 / n)
+    g = g / top
     if solver == "enumerate":
         return _enumerate(g, tol)
     if solver == "frank_wolfe":
         return _frank_wolfe(g, tol, max_iters)
-    return _wolfe(g, tol, max_iters)
+    w = _wolfe(g, tol, max_iters)
+    if w is not None:
+        return w
+    if n <= _ENUMERATE_MAX:  # the exact slow twin: same answer, never a different rule
+        return _enumerate(g, tol)
+    raise ValueError(
+        f"the min-norm solver did not converge in max_iters={max_iters} for n={n} "
+        "objectives; raise max_iters"
+    )
 
 
 # ------------------------------------------------------------------------ the rule
