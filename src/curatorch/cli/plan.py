@@ -147,7 +147,11 @@ def _check_training(args: argparse.Namespace, state: dict[str, Any]) -> None:
     """The config's pool is the table's, and JEST has a reference; also the run config
     of the short runs (its evaluation cadence) is checked here."""
     from curatorch.data import build_world
-    from curatorch.experiments.plan_runs import check_table_pool, short_run_config
+    from curatorch.experiments.plan_runs import (
+        check_run_samples,
+        check_table_pool,
+        short_run_config,
+    )
 
     cfg, table = state["cfg"], state["table"]
     world = build_world(cfg.data)
@@ -161,7 +165,7 @@ def _check_training(args: argparse.Namespace, state: dict[str, Any]) -> None:
             f"(a checkpoint or an embedding cache)"
         )
     if "samples" in state:
-        short_run_config(cfg, samples=state["samples"], filter_ratio=0.0, reference="")
+        check_run_samples(cfg, state["samples"])
     budgets = [n for _, n in state["budgets"]]
     if args.validate_seeds:
         short_run_config(cfg, samples=budgets, filter_ratio=0.0, reference="")
@@ -241,6 +245,16 @@ def _validate(
     return result
 
 
+def _flops_ratios(out: Path, state: dict[str, Any]) -> dict[str, float]:
+    """Per ratio, the bucket runs' mean compute per example trained relative to IID."""
+    from curatorch.experiments.plan_runs import flops_ratio
+
+    ratios: dict[str, list[float]] = {}
+    for run in state["seconds"]:
+        ratios.setdefault(run.split("/")[0], []).append(flops_ratio(out / "runs" / run))
+    return {k: round(sum(v) / len(v), 4) for k, v in ratios.items()}
+
+
 def _write(
     args: argparse.Namespace,
     state: dict[str, Any],
@@ -265,6 +279,7 @@ def _write(
         source["config"] = config_to_dict(state["cfg"])
         source["run_points"] = {str(f): v for f, v in state["points"].items()}
         source["run_seconds"] = {k: round(v, 1) for k, v in state["seconds"].items()}
+        source["flops_per_example_vs_iid"] = _flops_ratios(args.out, state)
     record = plan_record(joint, state["buckets"], source=source)
     if validation is not None:
         record["validation"] = validation_record(

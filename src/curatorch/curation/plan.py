@@ -393,6 +393,23 @@ def _fmt_f(f: float) -> str:
     return "IID" if f == 0 else f"JEST f={f:g}"
 
 
+def _error_rows(entry: Mapping[str, Any], n_ratios: int) -> list[str]:
+    """One Markdown row per candidate of any ratio: its predicted error at each ratio
+    (``-`` where that ratio does not consider it), each ratio's best in bold."""
+    cells: dict[str, list[str]] = {}
+    fraction: dict[str, float] = {}
+    for i, r in enumerate(entry["ratios"]):
+        for c in r["candidates"]:
+            cell = f"{c['predicted_error']:.4f}"
+            row = cells.setdefault(c["label"], ["-"] * n_ratios)
+            row[i] = f"**{cell}**" if c["label"] == r["best"] else cell
+            fraction[c["label"]] = c["offline_fraction"]
+    return [
+        f"| {label} | {fraction[label]:.2f} | " + " | ".join(row) + " |"
+        for label, row in cells.items()
+    ]
+
+
 def plan_markdown(record: Mapping[str, Any]) -> str:
     """:func:`plan_record` as Markdown: per budget, a table of predicted error (candidates
     x ratios, the best per ratio in bold) and the joint recommendation."""
@@ -412,17 +429,7 @@ def plan_markdown(record: Mapping[str, Any]) -> str:
             "| candidate | offline fraction | " + " | ".join(_fmt_f(f) for f in ratios) + " |"
         )
         lines.append("|" + " --- |" * (2 + len(ratios)))
-        by_label: dict[str, list[str]] = {}
-        fraction: dict[str, float] = {}
-        for r in entry["ratios"]:
-            for c in r["candidates"]:
-                cell = f"{c['predicted_error']:.4f}"
-                by_label.setdefault(c["label"], []).append(
-                    f"**{cell}**" if c["label"] == r["best"] else cell
-                )
-                fraction[c["label"]] = c["offline_fraction"]
-        for label, cells in by_label.items():
-            lines.append(f"| {label} | {fraction[label]:.2f} | " + " | ".join(cells) + " |")
+        lines += _error_rows(entry, len(ratios))
         cut = (
             f", `{record['by']}` cut {rec['score_cut']:.4g}" if rec["score_cut"] is not None else ""
         )

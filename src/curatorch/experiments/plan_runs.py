@@ -12,6 +12,7 @@ the given reference).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,8 +34,10 @@ from curatorch.train import ExperimentConfig
 __all__ = [
     "MAX_EVALS",
     "ShortRuns",
+    "check_run_samples",
     "check_table_pool",
     "fit_short_runs",
+    "flops_ratio",
     "short_run_config",
     "train_buckets",
     "validate_plan",
@@ -107,6 +110,35 @@ def short_run_config(
     )
 
 
+def flops_ratio(run_dir: Path) -> float:
+    """``flops_total / flops_train`` at a run's last evaluation: its compute per example
+    trained relative to IID's (JEST adds the learner's scoring passes on ``B``; a cached
+    reference's are counted once, when embedded)."""
+    last: dict[str, Any] = {}
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                last = json.loads(line)
+    train = float(last.get("flops_train") or 0)
+    return float(last.get("flops_total") or 0) / train if train > 0 else float("nan")
+
+
+def check_run_samples(cfg: ExperimentConfig, samples: Sequence[float]) -> int:
+    """Check that short runs at ``samples`` make at least 2 evaluations after the warmup
+    (``ValueError`` naming ``--run-samples`` otherwise); returns the warmup in examples."""
+    run = short_run_config(cfg, samples=samples, filter_ratio=0.0, reference="")
+    warm = cfg.optim.warmup_steps * cfg.train.batch_size
+    every = run.train.eval_every
+    evals = [k * every * cfg.train.batch_size for k in range(1, run.train.steps // every + 1)]
+    if sum(n > warm for n in evals) < 2:
+        raise ValueError(
+            f"--run-samples {[int(n) for n in samples]}: the runs evaluate at {evals} "
+            f"examples, fewer than 2 of them after the warmup ({cfg.optim.warmup_steps} steps "
+            f"= {warm} examples), and the fit needs 2 per bucket; give larger counts"
+        )
+    return warm
+
+
 def _ratio_dir(f: float) -> str:
     return "iid" if f == 0 else f"jest_f{f:g}"
 
@@ -141,8 +173,11 @@ def train_buckets(
 ) -> tuple[dict[float, dict[str, _Points]], dict[str, float]]:
     """Train every bucket alone at every ratio into ``out/runs/{iid,jest_f0.5}/{bucket}``.
 
-    Returns ``({f: {bucket: points}}, {run: seconds})``.
+    Returns ``({f: {bucket: points}}, {run: seconds})``; evaluations within the warmup
+    (``optim.warmup_steps`` batches: the learning rate still rising, not the run the law
+    describes) are left out, and a run left with fewer than 2 points is a ``ValueError``.
     """
+    warm = check_run_samples(cfg, samples)
     points: dict[float, dict[str, _Points]] = {}
     seconds: dict[str, float] = {}
     for f in ratios:
@@ -150,7 +185,7 @@ def train_buckets(
         points[f] = {}
         for name, index in zip(buckets.names, buckets.index, strict=True):
             folder = out / "runs" / _ratio_dir(f) / name
-            points[f][name], seconds[f"{_ratio_dir(f)}/{name}"] = train_pool(
+            measured, seconds[f"{_ratio_dir(f)}/{name}"] = train_pool(
                 run_cfg,
                 folder,
                 world=world,
@@ -158,6 +193,7 @@ def train_buckets(
                 log=log,
                 metric=metric,
             )
+            points[f][name] = [(n, e) for n, e in measured if n > warm]
     return points, seconds
 
 
