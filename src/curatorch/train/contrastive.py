@@ -261,7 +261,25 @@ class _ShardSource:
         self.dist = dist
 
     def next(self, global_size: int) -> Candidates:
-        b = self.stream.next_batch(global_size // self.dist.world_size)
+        """This rank's ``B / W`` candidates (collective: a rank whose stream stops, for
+        too many faults, stops every rank at the same step with its message)."""
+        from curatorch.data.shards import DataFaultError
+
+        error: DataFaultError | None = None
+        try:
+            b = self.stream.next_batch(global_size // self.dist.world_size)
+        except DataFaultError as exc:
+            error = exc
+        failed = self.dist.first_failure(None if error is None else str(error))
+        if failed is not None:
+            rank, message = failed
+            where = f"rank {rank} of {self.dist.world_size}: " if self.dist.enabled else ""
+            raise DataFaultError(
+                where + message,
+                shard=error.shard if error is not None else "",
+                ratio=error.ratio if error is not None else 0.0,
+                counts=error.counts if error is not None else self.stream.counts(),
+            ) from error
         return Candidates(b.images, b.tokens, keys=list(b.keys), shards=list(b.shards))
 
     def counts(self) -> dict[str, int]:

@@ -80,6 +80,22 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def first_failure(self, message: str | None) -> tuple[int, str] | None:
+        """Agree on a failure (collective): ``(rank, message)`` of the lowest rank that
+        passed a message, on every rank, or ``None`` when none did.
+
+        A rank that stops alone leaves the others waiting in their next collective; each
+        rank calls this instead, with its error message or ``None``, and all of them stop
+        (or go on) together. One float all-reduce when nothing failed.
+        """
+        if not self.enabled:
+            return None if message is None else (self.rank, message)
+        if self.all_reduce_sum(0.0 if message is None else 1.0) == 0.0:
+            return None
+        messages = self.all_gather_object(message)
+        rank = next(r for r, m in enumerate(messages) if m is not None)
+        return rank, messages[rank]
+
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.enabled:
