@@ -72,12 +72,44 @@ def test_two_process_resume_equals_uninterrupted(two_process_run, tmp_path):
     assert _records(copy) == _records(run)
 
 
-def test_resume_with_other_process_count_is_refused(two_process_run, tmp_path):
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resume_with_other_process_count_is_refused(two_process_run, tmp_path, capsys):
     from curatorch.cli import main
 
     cfg, run, _ = two_process_run
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
+    before = _tree(copy)
     sets = [x for o in JEST for x in ("--set", o)]
+    sets += ["--set", "train.steps=8"]  # an allowed difference: config.json would be rewritten
+    capsys.readouterr()
     code = main(["train", str(cfg), "--out", str(copy), "--resume", "--no-progress", *sets])
+    err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
+    assert err == [
+        f"curatorch: error: cannot resume {copy}: checkpoint step_00000006 was written by 2 "
+        f"process(es), this run has 1; resume it with --nproc_per_node=2 (checkpoints are "
+        f"not resharded), or start a new --out"
+    ]
+    assert _tree(copy) == before  # nothing rewritten, nothing truncated
+
+
+def test_single_process_checkpoint_is_refused_under_torchrun(tmp_path, capsys):
+    from curatorch.cli import main
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    before = _tree(run)
+    proc = torchrun("train", str(cfg), "--out", str(run), "--resume", "--no-progress")
+    line = (
+        f"curatorch: error: cannot resume {run}: checkpoint step_00000006 was written by 1 "
+        f"process(es), this run has 2; resume it with --nproc_per_node=1"
+    )
+    assert proc.returncode == 1  # torchrun's own code; each rank exits with 2
+    assert proc.stderr.count(line) == 2 and proc.stderr.count("exitcode  : 2") == 2, proc.stderr
+    assert _tree(run) == before

@@ -327,14 +327,16 @@ def restore_training_state(
     optimizer: torch.optim.Optimizer,
     sampler: _Stateful,
     generators: Mapping[str, torch.Generator],
+    folder: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any] | None:
-    """Load the run's latest checkpoint written by :func:`save_training_state` into the
-    given objects; returns its JSON state, or ``None`` when the run has no checkpoint.
+    """Load the run's latest checkpoint written by :func:`save_training_state` (or the
+    checkpoint ``folder``: what rank 0 found, on every rank) into the given objects;
+    returns its JSON state, or ``None`` when the run has no checkpoint.
 
     A checkpoint that lacks a piece or does not fit the objects raises
     :class:`CheckpointError` naming it.
     """
-    folder = latest_checkpoint(run_dir)
+    folder = latest_checkpoint(run_dir) if folder is None else Path(folder)
     if folder is None:
         return None
     ckpt = load_checkpoint(folder)

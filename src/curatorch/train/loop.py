@@ -218,6 +218,26 @@ def prepare_run_dir(
     return resuming
 
 
+def _check_world_size(out: Path, world_size: int) -> None:
+    """Refuse to resume ``out`` when its latest checkpoint was written by another number
+    of processes (before anything of the folder is rewritten). A checkpoint holds each
+    rank's data position and random streams: it is not resharded."""
+    folder = latest_checkpoint(out)
+    if folder is None:
+        return
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # restoring it names the unreadable file
+    written = state.get("world_size", 1) if isinstance(state, dict) else 1
+    if written != world_size:
+        raise OutputDirError(
+            f"cannot resume {out}: checkpoint {folder.name} was written by {written} "
+            f"process(es), this run has {world_size}; resume it with "
+            f"--nproc_per_node={written} (checkpoints are not resharded), or start a new --out"
+        )
+
+
 def _prepare_shared(
     out: Path, *, config: dict[str, Any], resume: bool, overwrite: bool, dist: DistContext
 ) -> bool:
@@ -225,6 +245,8 @@ def _prepare_shared(
     outcome: tuple[str, Any] | None = None
     if dist.is_main:
         try:
+            if resume and (out / "config.json").is_file():
+                _check_world_size(out, dist.world_size)
             resumed = prepare_run_dir(out, config=config, resume=resume, overwrite=overwrite)
             outcome = ("ok", resumed)
         except OutputDirError as exc:
@@ -424,26 +446,42 @@ class Trainer:
         if self.main and cfg.log == "tensorboard":
             self.tb = TensorBoardLog(self.out, resumed_step=self.prog.step or None)
 
+    def _restore_shared(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """Rank 0's latest checkpoint, restored on every rank (collective): a rank that
+        sees another listing of the folder still loads the same step, and a rank that
+        cannot load it stops every rank with its message."""
+        dist = self.dist
+        latest = latest_checkpoint(self.out) if dist.is_main else None
+        name = dist.broadcast_object(None if latest is None else str(latest))
+        folder = None if name is None else Path(name)
+        restored, error = None, None
+        if folder is not None:
+            ts = self.task.state()
+            try:
+                restored = restore_training_state(
+                    self.out,
+                    model=self.model,
+                    optimizer=self.optimizer,
+                    sampler=ts.data,
+                    generators=ts.generators,
+                    folder=folder,
+                )
+            except CheckpointError as exc:
+                error = str(exc)
+        failed = dist.first_failure(error)
+        if failed is not None:
+            where = f"rank {failed[0]} of {dist.world_size}: " if dist.enabled else ""
+            raise CheckpointError(where + failed[1])
+        return folder, restored
+
     def restore(self) -> None:
         """Load the latest checkpoint into the model, optimizer and task (resume)."""
-        w = self.dist.world_size
-        folder = latest_checkpoint(self.out)
-        if folder is not None:
-            state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-            if state.get("world_size", 1) != w:
-                raise CheckpointError(
-                    f"checkpoint {folder} was written by {state.get('world_size', 1)} "
-                    f"process(es); resume it with --nproc_per_node={state.get('world_size', 1)} "
-                    f"(this run has {w})"
-                )
-        ts = self.task.state()
-        restored = restore_training_state(
-            self.out,
-            model=self.model,
-            optimizer=self.optimizer,
-            sampler=ts.data,
-            generators=ts.generators,
-        )
+        folder, restored = self._restore_shared()
+        if restored is not None and restored.get("world_size", 1) != self.dist.world_size:
+            raise CheckpointError(  # _check_world_size refused it already; a second guard
+                f"checkpoint {folder} was written by {restored.get('world_size', 1)} "
+                f"process(es), this run has {self.dist.world_size}"
+            )
         if restored is None:
             if self.main:  # nothing to continue: a fresh start
                 self.metrics_path.unlink(missing_ok=True)
