@@ -460,6 +460,8 @@ def plot_plan(
     (``{f: {label: (examples, error)}}``: a bucket alone, a trained union) as markers.
     ``grid``: the examples to draw the curves at (default 60 points over the budgets'
     range, widened 2x)."""
+    from matplotlib.ticker import NullFormatter
+
     from curatorch.plotting import pyplot, save_figure
 
     lo, hi = float(joint.budgets.min()) / 2, float(joint.budgets.max()) * 2
@@ -484,6 +486,7 @@ def plot_plan(
         for b in joint.budgets:
             ax.axvline(b, color="gray", lw=0.8, ls=":")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log minor labels overlap
         ax.set_title(_fmt_f(f))
         ax.set_xlabel("examples trained")
         ax.grid(True, which="both", alpha=0.3)
