@@ -132,6 +132,40 @@ TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
         "shard, step and last good checkpoint)",
         ["corrupt_shards"],
     ),
+    (
+        "tests/data/test_webshards.py",
+        "Failed downloads inside the tars",
+        "`write_web_shards(failed_in_tar=True)`: failed samples as a `.txt` and a `.json` "
+        'with `status = "failed_to_download"`, no image; read back by '
+        "`iter_shard_batches`, `iter_shard`, `iter_captions` and the training stream "
+        "(counted as `failed_download`, nothing else)",
+        ["failed_samples_in_the_tar"],
+    ),
+    (
+        "tests/distributed/test_shard_faults.py",
+        "Shards vanish under 2 gloo processes",
+        "2 of 4 shards deleted at the step-6 evaluation of an 18-step run; then all 4 "
+        "(every rank's stream stops): counted on every rank, summed in `metrics.jsonl`, "
+        "both ranks take 18 steps; or both stop at the same step with one message naming "
+        "the rank",
+        ["vanished_shards", "stream_stops"],
+    ),
+    (
+        "tests/distributed/test_torchrun.py",
+        "Resume with another number of processes",
+        "a 2-process checkpoint resumed by 1 process (with a longer `train.steps`), a "
+        "1-process one under `torchrun --nproc_per_node=2`: refused with one line naming "
+        "both sizes, exit 2 (each rank), the run folder byte-identical",
+        ["other_process_count", "single_process_checkpoint"],
+    ),
+    (
+        "tests/distributed/test_checkpoint_ranks.py",
+        "A rank with a stale or unreadable checkpoint",
+        "2 gloo processes resume; rank 1 sees step 4 as the latest (rank 0: step 6), or "
+        "cannot read the checkpoint: both restore step 6 with equal weights, or both stop "
+        "naming rank 1",
+        ["every_rank_restores", "cannot_load"],
+    ),
 ]
 
 OTHER_ROWS: list[tuple[str, str, str]] = [
@@ -140,7 +174,8 @@ OTHER_ROWS: list[tuple[str, str, str]] = [
         "Corrupt shard data",
         "`tests/data/test_shards.py`: truncated tar, undecodable image, empty caption, "
         "non-UTF-8 caption, 16-bit image (mode), image past the pixel limit (size), "
-        "duplicate key, image without caption "
+        "duplicate key, image without caption, a shard deleted mid-stream "
+        "(`unreadable_shard`) "
         "(each skipped and counted, once across resume and workers); 5% corrupt samples "
         "(the run completes); past `data.max_corrupt_ratio` (stops naming the shard); gray, "
         "RGBA and other-sized images converted and resized",
@@ -376,6 +411,20 @@ NOTES = [
     "temporary `config.json`) left a folder that `--resume` refused as 'not empty and "
     "holds no curatorch run'. Now a folder holding only those leftovers counts as empty: "
     "they are removed and the run starts fresh (found by the early kills; fixed).",
+    "- Under torchrun, a rank whose shard stream stopped (past "
+    "`data.max_corrupt_ratio`, or no usable sample) raised alone while the other ranks "
+    "waited in their next collective (the launcher's teardown, or on other nodes the "
+    "collective timeout, ended them). Now the ranks agree each step (one float "
+    "all-reduce): all stop at the same step with the failing rank's message.",
+    "- A resume with another number of processes was refused only after `config.json` "
+    "had been rewritten (when `train.steps` also changed) and the data prepared; now it"
+    " is refused first, the folder untouched. Every rank picked the latest checkpoint "
+    "from its own listing of the folder (on network storage it can lag); now rank 0 "
+    "picks it and every rank restores that one, and a rank that cannot load it stops "
+    "them all.",
+    "- A shard deleted after the run started counted as `truncated_tar`; it is now "
+    "`unreadable_shard`. Samples img2dataset marked as failed counted as "
+    "`missing_member` (no image); they are now `failed_download`.",
 ]
 
 
