@@ -133,3 +133,48 @@ def test_a_rank_whose_stream_stops_stops_every_rank_at_the_same_step(ranks):
     assert errors[0].split(" (last good")[0] == errors[1].split(" (no checkpoint")[0], errors
     assert errors[0].startswith("step ") and "of 2: no usable sample" in errors[0], errors[0]
     assert "\n" not in errors[0]
+
+
+@pytest.mark.slow
+def test_under_torchrun_vanished_shards_are_counted_on_every_rank_and_summed(ranks, tmp_path):
+    """The same with ``torchrun --nproc_per_node=2 -m curatorch train``: the shards are
+    deleted from the test process once rank 0 wrote the step-6 record."""
+    import shutil
+    import threading
+    import time
+
+    from tests.distributed.helpers import torchrun
+
+    root, _ = ranks
+    shards = tmp_path / "shards"
+    shutil.copytree(root / "all", shards)
+    run = tmp_path / "run"
+    done = threading.Event()
+
+    def delete_at_step_6() -> None:
+        while not done.is_set():
+            rows = (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else ""
+            if '"step": 6' in rows:  # one of 4: a rank can meet it at most twice in a row
+                (shards / f"{NAMES[1]}.tar").unlink()
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=delete_at_step_6)
+    thread.start()
+    pattern = f"{shards}/{{{NAMES[0]}..{NAMES[-1]}}}.tar"
+    try:
+        proc = torchrun("train", str(root / "small.toml"), "--out", str(run), "--no-progress",
+                        "--set", f"data.shards='{pattern}'", "--set", "train.steps=30")  # fmt: skip
+    finally:
+        done.set()
+        thread.join()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (shards / f"{NAMES[1]}.tar").exists()
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    state = json.loads((run / "checkpoints" / "step_00000030" / "state.json").read_text())
+    per_rank = [r["counts"] for r in state["sampler"]["ranks"]]
+    assert last["step"] == 30 and last["data_skipped_unreadable_shard"] >= 1
+    for key in ("samples_ok", "samples_skipped", "skipped_unreadable_shard"):
+        assert last[f"data_{key}"] == sum(c[key] for c in per_rank), key
+    assert [c["samples_ok"] for c in per_rank] == [30 * 8, 30 * 8]  # the same steps
+    assert "unreadable_shard" in proc.stderr
