@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curatorch.report.figures import pyplot, save_figure
-from curatorch.report.pareto import mean_std_percent
+from curatorch.report.pareto import checks_section, mean_std_percent
 
 __all__ = ["multitask_cos_plot", "multitask_markdown"]
 
@@ -133,15 +133,8 @@ def multitask_markdown(result: Mapping[str, Any]) -> str:
         "",
         *(_conflict_table(result) if result["pairs"] else []),
         "",
-        "## Checks",
-        "",
-        "Findings of this run, not errors: `curatorch pareto multitask` exits 0 when every "
-        "run completed and this report was written, whatever the checks say.",
-        "",
+        *checks_section("curatorch pareto multitask", result.get("checks", {})),
     ]
-    for name, check in result.get("checks", {}).items():
-        verdict = "PASS" if check["pass"] else "FAIL"
-        lines.append(f"- **{verdict}** {name}: {check['detail']}")
     if result.get("cos_plot"):
         lines += ["", f"![pairwise gradient cosines]({Path(result['cos_plot']).name})", ""]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from typing import Any
 
 from curatorch.report.figures import pyplot, save_figure
 
-__all__ = ["mean_std_percent", "pareto_cos_plot", "pareto_markdown"]
+__all__ = ["checks_section", "mean_std_percent", "pareto_cos_plot", "pareto_markdown"]
 
 
 def pareto_cos_plot(
@@ -56,6 +56,22 @@ def mean_std_percent(values: Sequence[float]) -> str:
     return f"{100 * mean:.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
+def checks_section(command: str, checks: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The report's ``## Checks`` lines: one ``PASS``/``FAIL`` bullet per check (``pass``
+    and ``detail``), after the note that ``command`` exits 0 whatever they say."""
+    lines = [
+        "## Checks",
+        "",
+        f"Findings of this run, not errors: `{command}` exits 0 when every run completed "
+        "and this report was written, whatever the checks say.",
+        "",
+    ]
+    for name, check in checks.items():
+        verdict = "PASS" if check["pass"] else "FAIL"
+        lines.append(f"- **{verdict}** {name}: {check['detail']}")
+    return lines
+
+
 def pareto_markdown(result: Mapping[str, Any]) -> str:
     """The Markdown report of ``curatorch pareto compare``'s result (see its summary)."""
     mods: list[str] = result["modalities"]
@@ -88,17 +104,7 @@ def pareto_markdown(result: Mapping[str, Any]) -> str:
     lines += ["| modality | test acc |", "|---|---|"]
     for mod, accs in result["alone"].items():
         lines.append(f"| {mod} alone | {mean_std_percent(accs)} |")
-    lines += [
-        "",
-        "## Checks",
-        "",
-        "Findings of this run, not errors: `curatorch pareto compare` exits 0 when every run "
-        "completed and this report was written, whatever the checks say.",
-        "",
-    ]
-    for name, check in result.get("checks", {}).items():
-        verdict = "PASS" if check["pass"] else "FAIL"
-        lines.append(f"- **{verdict}** {name}: {check['detail']}")
+    lines += ["", *checks_section("curatorch pareto compare", result.get("checks", {}))]
     if result.get("cos_plot"):
         lines += ["", f"![cos(g_m, g_u)]({Path(result['cos_plot']).name})", ""]
     return "\n".join(lines) + "\n"
