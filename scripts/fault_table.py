@@ -155,7 +155,8 @@ TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
         "Resume with another number of processes",
         "a 2-process checkpoint resumed by 1 process (with a longer `train.steps`), a "
         "1-process one under `torchrun --nproc_per_node=2`: refused with one line naming "
-        "both sizes, exit 2 (each rank), the run folder byte-identical",
+        "both sizes, exit 2 (torchrun: 1, root cause exit code 2), the run folder "
+        "byte-identical",
         ["other_process_count", "single_process_checkpoint"],
     ),
     (

@@ -110,6 +110,9 @@ def test_single_process_checkpoint_is_refused_under_torchrun(tmp_path, capsys):
         f"curatorch: error: cannot resume {run}: checkpoint step_00000006 was written by 1 "
         f"process(es), this run has 2; resume it with --nproc_per_node=1"
     )
-    assert proc.returncode == 1  # torchrun's own code; each rank exits with 2
-    assert proc.stderr.count(line) == 2 and proc.stderr.count("exitcode  : 2") == 2, proc.stderr
+    # torchrun's own code is 1; the ranks exit with 2 (the agent may SIGTERM the slower
+    # one once the first has exited)
+    assert proc.returncode == 1
+    assert 1 <= proc.stderr.count(line) <= 2, proc.stderr
+    assert "exitcode  : 2" in proc.stderr.split("Root Cause")[-1], proc.stderr
     assert _tree(run) == before
