@@ -160,6 +160,13 @@ TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
         ["other_process_count", "single_process_checkpoint"],
     ),
     (
+        "tests/distributed/test_torchrun_pareto.py",
+        "Resume with another number of processes (multimodal task)",
+        "a 2-process `curatorch pareto train` checkpoint resumed by 1 process: refused with "
+        "one line naming both sizes, exit 2, the run folder byte-identical",
+        ["other_process_count"],
+    ),
+    (
         "tests/distributed/test_checkpoint_ranks.py",
         "A rank with a stale or unreadable checkpoint",
         "2 gloo processes resume; rank 1 sees step 4 as the latest (rank 0: step 6), or "

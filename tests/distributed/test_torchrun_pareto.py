@@ -63,3 +63,21 @@ def test_two_process_pareto_resume_equals_uninterrupted(two_process_run, tmp_pat
     assert _records(copy) == _records(run)
     diags = (copy / "diagnostics.jsonl").read_text()
     assert diags == (run / "diagnostics.jsonl").read_text()
+
+
+def test_pareto_resume_with_other_process_count_is_refused(two_process_run, tmp_path, capsys):
+    """The multimodal task's global batch does not depend on W, but its integrated update
+    does (each rank integrates its own share): refused like the contrastive task."""
+    from curatorch.cli import main
+
+    cfg, run, _ = two_process_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = main(["pareto", "train", str(cfg), "--out", str(copy), *KEEP, "--resume",
+                 "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "written by 2 process(es), this run has 1" in err[0], err
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
