@@ -26,3 +26,17 @@ def test_short_run_config() -> None:
     assert jest.train.seed == 7
     with pytest.raises(ValueError, match=f"at most {MAX_EVALS}"):
         short_run_config(cfg, samples=[128, 128 * 65], filter_ratio=0.0, reference="")
+
+
+def test_fit_warnings() -> None:
+    import types
+
+    from curatorch.experiments.plan_runs import fit_warnings
+    from curatorch.scaling import PoolParams
+
+    names = ("top0to50p", "top50to100p")
+    good = PoolParams(id="g", names=names, a=(40.0,) * 2, b=(-0.3, -0.1), tau=(1.0, 2.0), d=0.0)
+    flat = PoolParams(id="f", names=names, a=(1e6,) * 2, b=(-0.1, -0.099), tau=(1.0, 2.0), d=0.6)
+    assert fit_warnings(types.SimpleNamespace(params=good)) == []
+    warned = fit_warnings(types.SimpleNamespace(params=flat))
+    assert len(warned) == 2 and "edge of the grid" in warned[0] and "within 1.0%" in warned[1]

@@ -265,6 +265,7 @@ def _write(
     wall: float,
 ) -> None:
     from curatorch.curation.plan import plan_markdown, plan_record, plot_plan, validation_record
+    from curatorch.experiments.plan_runs import fit_warnings
     from curatorch.fileio import atomic_write_text
     from curatorch.train import config_to_dict
 
@@ -280,6 +281,7 @@ def _write(
         source["run_points"] = {str(f): v for f, v in state["points"].items()}
         source["run_seconds"] = {k: round(v, 1) for k, v in state["seconds"].items()}
         source["flops_per_example_vs_iid"] = _flops_ratios(args.out, state)
+        source["fit_warnings"] = [w for fit in state["fits"].values() for w in fit_warnings(fit)]
     record = plan_record(joint, state["buckets"], source=source)
     if validation is not None:
         record["validation"] = validation_record(

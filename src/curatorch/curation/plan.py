@@ -440,6 +440,8 @@ def plan_markdown(record: Mapping[str, Any]) -> str:
             f"**{_fmt_f(rec['filter_ratio'])}**: predicted error {rec['predicted_error']:.4f}.",
             "",
         ]
+    if record.get("fit_warnings"):
+        lines += ["## Fit warnings", "", *[f"- {w}" for w in record["fit_warnings"]], ""]
     if record.get("validation"):
         lines.append(validation_markdown(record))
     return "\n".join(lines)
@@ -478,11 +480,16 @@ def plot_plan(
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), sharey=True, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, f, plan in zip(axes[0], joint.ratios, dense.plans, strict=True):
+        color = {}
         for c, pools in enumerate(plan.pools):
-            label = buckets.label(pools)
-            ax.plot(xs, plan.errors[c], color=colors[c % len(colors)], lw=1.5, label=label)
+            color[buckets.label(pools)] = colors[c % len(colors)]
+            ax.plot(xs, plan.errors[c], color=color[buckets.label(pools)], lw=1.5)
         for i, (label, (x, y)) in enumerate((measured or {}).get(f, {}).items()):
-            ax.plot(x, y, "o", ms=3.5, mfc="none", color=colors[(i + 3) % len(colors)], label=label)
+            # a trained candidate: a filled square in its line's colour; a bucket alone: a ring
+            cand = label.removesuffix(" trained")
+            style = {"marker": "s", "ms": 4.5} if cand in color else {"marker": "o", "mfc": "none"}
+            shade = color.get(cand, plt.cm.Greys(0.45 + 0.5 * i / max(1, len(measured[f]))))  # type: ignore[index]
+            ax.plot(x, y, ls="none", color=shade, ms=style.pop("ms", 3.5), **style)
         for b in joint.budgets:
             ax.axvline(b, color="gray", lw=0.8, ls=":")
         ax.set_xscale("log")
@@ -490,8 +497,12 @@ def plot_plan(
         ax.set_title(_fmt_f(f))
         ax.set_xlabel("examples trained")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("error (1 - metric): lines predicted, markers measured")
+        handles = [plt.Line2D([], [], color=v, lw=1.5) for v in color.values()]
+        ax.legend(handles, list(color), fontsize=6, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.16), ncol=1)  # fmt: skip
+    axes[0][0].set_ylabel(
+        "error (1 - metric)\nlines: predicted; squares: trained; rings: buckets alone"
+    )
     save_figure(fig, path, dpi=110, bbox_inches="tight", parents=True)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "check_run_samples",
     "check_table_pool",
     "fit_short_runs",
+    "fit_warnings",
     "flops_ratio",
     "short_run_config",
     "train_buckets",
@@ -137,6 +138,27 @@ def check_run_samples(cfg: ExperimentConfig, samples: Sequence[float]) -> int:
             f"= {warm} examples), and the fit needs 2 per bucket; give larger counts"
         )
     return warm
+
+
+_A_GRID_EDGES = (1e-3, 1e6)  # fit_small_runs' a grid
+
+
+def fit_warnings(fit: FitResult) -> list[str]:
+    """What says a fit is not determined by its runs: ``a`` at an edge of the grid, or
+    the buckets' ``b`` within 5% of each other (their order, which ranks the candidates,
+    is then noise)."""
+    p, out = fit.params, []
+    a = p.a[0]
+    if any(abs(math.log10(a / edge)) < 1e-3 for edge in _A_GRID_EDGES):
+        out.append(f"{p.id}: a = {a:.4g} is at the edge of the grid: the runs do not fix it")
+    spread = (max(p.b) - min(p.b)) / abs(sum(p.b) / len(p.b))
+    if len(p.b) > 1 and spread < 0.05:
+        out.append(
+            f"{p.id}: the buckets' b are within {spread:.1%} of each other "
+            f"({[round(b, 3) for b in p.b]}): their order, which ranks the candidates, is "
+            f"not determined by these runs"
+        )
+    return out
 
 
 def _ratio_dir(f: float) -> str:
