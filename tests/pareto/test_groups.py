@@ -172,3 +172,36 @@ def test_accumulates_and_validates() -> None:
         build_group_integrator("nash", groups={"x": (enc, ("t0",))})
     with pytest.raises(ValueError, match="does not take options"):
         build_group_integrator("uniform", groups={"x": (enc, ("t0",))}, gamma=2.0)
+
+
+def test_uniform_restricts_losses_to_their_groups_with_or_without_diagnostics() -> None:
+    """Review finding: a loss that is not a group's objective but reaches it went into the
+    group through the one-backward path only; now both paths restrict it."""
+    got = []
+    for diagnose in (False, True):
+        model = MultiTask().double()
+        terms = model.losses()
+        groups = {"shared": (model.enc.parameters(), ("t0", "t1"))}  # t2 is not an objective
+        integ = build_group_integrator("uniform", groups=groups, heads=model.heads.parameters())
+        integ.backward(losses=terms, diagnose=diagnose)
+        got.append([p.grad.clone() for p in model.enc.parameters()])
+        want = torch.autograd.grad(
+            terms["t0"] + terms["t1"], list(model.enc.parameters()), retain_graph=True
+        )
+        for g, w in zip(got[-1], want, strict=True):
+            torch.testing.assert_close(g, w)
+
+
+def test_a_head_no_loss_reaches_keeps_grad_none_like_backward() -> None:
+    model = MultiTask().double()
+    spare = nn.Linear(2, 2).double()  # trained by nothing this step
+    objs = ("t0", "t1", "t2")
+    for method in ("uniform", "mmpareto"):
+        spare.zero_grad(set_to_none=True)
+        integ = build_group_integrator(
+            method,
+            groups={"shared": (model.enc.parameters(), objs)},
+            heads=[*model.heads.parameters(), *spare.parameters()],
+        )
+        integ.backward(losses=model.losses())
+        assert all(p.grad is None for p in spare.parameters()), method

@@ -16,6 +16,7 @@ from curatorch.pareto import (
     mmpareto_weights,
     mmpareto_weights_n,
 )
+from curatorch.pareto.rule import stationary
 
 SHAPES = [(6, 4), (5,), (2, 3, 2)]
 
@@ -239,3 +240,36 @@ def test_large_gradients_do_not_break_the_solver() -> None:
         assert float(d @ d) <= 1e-9 * float((flat * flat).sum(1).max())
     out = mmpareto_combine_n(big, scale="encoder")
     assert all((t == 0).all() for t in out)
+
+
+def test_a_short_gradient_does_not_make_the_group_stationary() -> None:
+    """Review finding: a threshold on the *longest* gradient zeroed any conflicting group
+    holding one short gradient; |d| <= min |g_i|, so the test is on the shortest."""
+    e = torch.eye(3)
+    grads = [[e[0]], [e[0] + e[1]], [-2e-3 * e[0] + 2e-3 * e[2]]]
+    d = mmpareto_weights_n(np.array([[float(a[0] @ b[0]) for b in grads] for a in grads]))
+    assert d.conflict and not d.stationary
+    out = mmpareto_combine_n(grads, scale="encoder")
+    assert float(out[0].norm()) > 1.0
+    assert all(float(out[0] @ g[0]) > 0 for g in grads)
+
+
+def test_two_live_objectives_use_the_closed_form_stationarity() -> None:
+    rng = np.random.default_rng(9)
+    for ratio in (1.0, 0.01, 100.0):
+        for sin in (0.1, 1e-3, 1e-5):
+            a = rng.normal(size=6)
+            a /= np.linalg.norm(a)
+            b = rng.normal(size=6)
+            b -= (b @ a) * a
+            b /= np.linalg.norm(b)
+            u = ratio * (-np.sqrt(1 - sin**2) * a + sin * b)  # angle: pi - asin(sin)
+            gram = np.array([[a @ a, a @ u], [u @ a, u @ u]])
+            pair = PairStats(gram[0, 0], gram[0, 1], gram[1, 1])
+            for dtype in (torch.float32, torch.float64):
+                got = mmpareto_weights_n(gram, dtype=dtype)
+                assert got.stationary == stationary(pair, dtype), (ratio, sin, dtype)
+                # a zero third row is dropped: the same decision
+                big = np.zeros((3, 3))
+                big[:2, :2] = gram
+                assert mmpareto_weights_n(big, dtype=dtype).stationary == got.stationary

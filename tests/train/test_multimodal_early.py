@@ -93,3 +93,5 @@ def test_config_errors_name_the_key() -> None:
         pareto_config_from_dict({"model": {"fusion": "middle"}})
     with pytest.raises(ConfigError, match="num_heads"):
         pareto_config_from_dict({"model": {"embed_dim": 10, "num_heads": 4, "fusion": "early"}})
+    with pytest.raises(ConfigError, match=r"pareto\.vjp = 'batched' applies only"):
+        pareto_config_from_dict({"model": {"fusion": "early"}, "pareto": {"vjp": "batched"}})

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from curatorch.pareto.integrators import check_all_owned
+from curatorch.pareto.integrators import _reachable_leaves, check_all_owned
 from curatorch.pareto.nrule import SOLVERS, min_norm_simplex, mmpareto_weights_n
 from curatorch.pareto.rule import (
     DEFAULT_GAMMA,
@@ -185,6 +185,7 @@ class GroupIntegrator:
                     f"a parameter is in both heads and groups[{seen[id(p)]!r}]; pass it once"
                 )
         self._owned_checked = False
+        self._exact_sum: bool | None = None
         self.all_objectives = tuple(
             dict.fromkeys(o for objs in self.objectives.values() for o in objs)
         )
@@ -207,11 +208,12 @@ class GroupIntegrator:
 
     def _per_loss_grads(
         self, losses: Mapping[str, Tensor]
-    ) -> tuple[dict[str, dict[str, list[Tensor]]], list[Tensor]]:
+    ) -> tuple[dict[str, dict[str, list[Tensor]]], list[Tensor | None]]:
         """``(grads[group][objective] -> per-tensor list, heads' summed gradient)``: one
-        backward per loss, restricted to the groups it is an objective of and the heads."""
+        backward per loss, restricted to the groups it is an objective of and the heads
+        (a head no loss reaches gets ``None``, as :meth:`torch.Tensor.backward` leaves it)."""
         grads: dict[str, dict[str, list[Tensor]]] = {g: {} for g in self.params}
-        heads = [torch.zeros_like(p) for p in self.heads]
+        heads: list[Tensor | None] = [None] * len(self.heads)
         names = list(losses)
         for i, name in enumerate(names):
             targets = [g for g, objs in self.objectives.items() if name in objs]
@@ -229,9 +231,9 @@ class GroupIntegrator:
                     torch.zeros_like(p) if r is None else r for p, r in zip(ps, part, strict=True)
                 ]
                 start += len(ps)
-            for acc, r in zip(heads, raw[start:], strict=True):
+            for j, r in enumerate(raw[start:]):
                 if r is not None:
-                    acc.add_(r)
+                    heads[j] = r if heads[j] is None else heads[j] + r  # type: ignore[operator]
         return grads, heads
 
     def coefficients(self, gram: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, bool]:
@@ -260,6 +262,7 @@ class GroupIntegrator:
             flat = flat.float()
         flat = flat.view(len(objs), -1)  # [k, N]
         gram = np.asarray((flat @ flat.T).tolist(), dtype=np.float64)  # one read-back
+        gram = (gram + gram.T) / 2  # exactly symmetric (reduced-precision matmuls need not be)
         out, c = self.combine(flat, gram, layout)
         for p, g in zip(self.params[name], layout.unflatten(out), strict=True):
             g = g.to(p.dtype)
@@ -267,8 +270,14 @@ class GroupIntegrator:
         if not diagnose:
             return None
         cos = _cosines(gram)
-        off = cos[~np.eye(len(objs), dtype=bool)]
-        least = float(off.min()) if off.size else 1.0
+        # the least cosine over the pairs the rule looks at: with three or more objectives
+        # it drops zero gradients, so they do not count as conflicts (two keep the
+        # closed form's convention: a zero gradient is g_m . g_u = 0, a conflict)
+        live = (
+            [i for i in range(len(objs)) if gram[i, i] > 0] if len(objs) >= 3 else range(len(objs))
+        )
+        pairs = [cos[i, j] for i in live for j in live if i < j]
+        least = float(min(pairs)) if pairs else 1.0
         rec: dict[str, Any] = {"cos": least, "conflict": least <= 0}
         for i, o in enumerate(objs):
             rec[f"weight/{o}"] = float(c[i])
@@ -279,6 +288,20 @@ class GroupIntegrator:
                     rec[f"cos/{objs[i]}~{objs[j]}"] = float(cos[i, j])
         rec["norm_out"] = float(torch.linalg.vector_norm(out))
         return rec
+
+    def _sum_is_exact(self, losses: Mapping[str, Tensor]) -> bool:
+        """Whether every loss reaches only groups that name it as an objective (walked on
+        the first call and cached): then one backward of the sum gives each group the sum
+        of its objectives' gradients, else the per-loss path must restrict them."""
+        if self._exact_sum is None:
+            owner = {id(p): g for g, ps in self.params.items() for p in ps}
+            self._exact_sum = all(
+                name in self.objectives[owner[leaf]]
+                for name, loss in losses.items()
+                for leaf in _reachable_leaves(loss)
+                if leaf in owner
+            )
+        return self._exact_sum
 
     def _sum_backward(self, losses: Mapping[str, Tensor]) -> None:
         total = sum(losses.values())
@@ -296,7 +319,7 @@ class GroupIntegrator:
                 per-loss backward passes).
         """
         self._check_losses(losses)
-        if not self.needs_per_loss and not diagnose:
+        if not self.needs_per_loss and not diagnose and self._sum_is_exact(losses):
             self._sum_backward(losses)
             return GroupDiagnostics()
         grads, heads = self._per_loss_grads(losses)
@@ -306,7 +329,8 @@ class GroupIntegrator:
             if rec is not None:
                 diag.records[name] = rec
         for p, g in zip(self.heads, heads, strict=True):
-            p.grad = g if p.grad is None else p.grad.add_(g)
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad.add_(g)
         return diag
 
     def __repr__(self) -> str:

@@ -32,12 +32,10 @@ parameters suffices (``backward`` once per group with ``inputs`` = that group wo
 For a late-fusion model encoder ``a``'s rows are ``(g_m, g_u_a, 0)`` (``L_b`` does not
 reach encoder ``a``; torchjd materialises its row as zeros). The n-objective rule drops
 zero rows, so this equals the two-objective rule on ``(g_m, g_u_a)``, i.e. curatorch's
-:class:`curatorch.pareto.MMPareto` integrator (tested, to rounding). The one difference:
-with three rows the rule takes the n-objective path, whose test for a Pareto-stationary
-conflict (``|d|^2 <= 100 eps max_i |g_i|^2``, ``d`` the min-norm point) is not the
-pair's (``sin^2(g_m, g_u) <= 100 eps``); they disagree only for pairs anti-parallel to
-within ``sin^2`` of order ``100 eps`` (about 1e-5 in float32). Passing ``[L_mm, L_a]``
-alone for encoder ``a`` (one ``backward`` per group) takes the pair's closed form.
+:class:`curatorch.pareto.MMPareto` integrator (tested, to rounding): with two non-zero rows
+the n-objective weights use the closed form's weights and its stationarity test
+(``sin^2(g_m, g_u) <= 100 eps``). Passing ``[L_mm, L_a]`` alone for encoder ``a`` (one
+``backward`` per group) takes the pair's closed form directly.
 
 For a multi-task model, ``torchjd.autojac.mtl_backward(losses, features=z,
 shared_params=...)`` fills the heads' ``.grad`` with their own task's gradient and the

@@ -24,15 +24,17 @@ gets its own factor and that can fail in conflict, as for two objectives (the au
 trade-off, measured in ``docs/pareto.md``); with a single tensor it holds.
 
 Edge cases. All gradients zero: zero. One non-zero gradient: ``gamma * g``. In conflict,
-a min-norm element that is rounding noise (``|d|^2 <= 100 eps max_i |g_i|^2``, ``eps`` of
-the gradients' dtype, float32's for narrower ones) means the objectives are
-Pareto-stationary on this group: zero (the rescaling would blow the noise up to
-``gamma |sum g|`` in a random direction).
+a min-norm element that is rounding noise (``|d|^2 <= 100 eps min_i |g_i|^2`` over the
+non-zero gradients, ``eps`` of the gradients' dtype, float32's for narrower ones) means the
+objectives are Pareto-stationary on this group: zero (the rescaling would blow the noise up
+to ``gamma |sum g|`` in a random direction). The threshold is relative to the shortest
+gradient because ``|d| <= min_i |g_i|`` always.
 
-For ``n = 2`` this is exactly :func:`curatorch.pareto.mmpareto_combine` (the authors'
-0.999/0.001 clamps of the two-objective solver only arise with a zero gradient, which is
-dropped here with the same result), and :func:`mmpareto_combine_n` calls that closed form
-as its fast path; the tests check the general path against it.
+For two non-zero gradients this is exactly :func:`curatorch.pareto.mmpareto_combine`:
+:func:`mmpareto_weights_n` then uses the closed form's weights and its stationarity test
+(``sin^2 <= 100 eps``); the authors' 0.999/0.001 clamps only arise with a zero gradient,
+which is dropped here with the same result; :func:`mmpareto_combine_n` calls the closed form
+as its fast path, and the tests check the general path against it.
 
 Solvers on the ``n x n`` Gram matrix ``G_ij = g_i . g_j`` (float64, on the host):
 ``"wolfe"`` (Wolfe's min-norm-point algorithm, exact in finitely many steps, the default),
@@ -54,11 +56,14 @@ from torch import Tensor
 from curatorch.pareto.rule import (
     DEFAULT_GAMMA,
     FlatLayout,
+    PairStats,
     _check_gamma,
     _check_scale,
     mmpareto_combine,
+    mmpareto_weights,
     rescale_flat,
 )
+from curatorch.pareto.rule import stationary as _pair_stationary
 
 __all__ = [
     "SOLVERS",
@@ -314,11 +319,17 @@ def mmpareto_weights_n(
     stationary = False
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
-    if conflict:
+    if len(live) == 2:  # the closed form, its weights and its stationarity test exactly
+        pair = PairStats(mm=sub[0, 0], mu=sub[0, 1], uu=sub[1, 1])
+        w, stationary = np.array(mmpareto_weights(pair)), _pair_stationary(pair, dtype)
+    elif conflict:
         w = _min_norm(sub, solver)
         wide = dtype if dtype in (torch.float32, torch.float64) else torch.float32
         eps = torch.finfo(wide).eps
-        stationary = float(w @ sub @ w) <= _STATIONARY_EPS * eps * float(np.max(np.diag(sub)))
+        # against the *shortest* gradient: |d| <= min |g_i| always, so a threshold on the
+        # longest would zero any group holding one short gradient (scale-invariant, like
+        # the pair's sin^2 test, which it matches within a factor of 4)
+        stationary = float(w @ sub @ w) <= _STATIONARY_EPS * eps * float(np.min(np.diag(sub)))
     else:
         w = np.full(len(live), 1.0 / len(live))
     weights[live] = w
@@ -352,7 +363,9 @@ def mmpareto_combine_n(
     if len(grads) == 2:
         return mmpareto_combine(grads[0], grads[1], gamma, scale=scale)
     flat, layout = gram_matrix(grads)  # [n, N]
-    decision = mmpareto_weights_n(flat @ flat.T, dtype=flat.dtype, solver=solver)
+    gram = flat @ flat.T
+    gram = (gram + gram.T) / 2  # exactly symmetric (reduced-precision matmuls need not be)
+    decision = mmpareto_weights_n(gram, dtype=flat.dtype, solver=solver)
     w = torch.tensor(decision.weights, dtype=flat.dtype, device=flat.device)
     v = (decision.mult * w) @ flat  # [N]
     if decision.stationary:

@@ -280,6 +280,11 @@ class ParetoExperimentConfig:
             getattr(self, f.name).validate()
         if self.model.fusion == "early":
             check_early_methods("pareto.method", (self.pareto.method,))
+            if self.pareto.vjp != "loop":
+                raise ConfigError(
+                    f"pareto.vjp = {self.pareto.vjp!r} applies only to model.fusion = 'late' "
+                    "(the early-fusion trunk's objectives are backpropagated one by one)"
+                )
 
 
 def check_early_methods(key: str, names: Sequence[str]) -> None:
