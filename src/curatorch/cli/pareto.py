@@ -57,18 +57,20 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = load_pareto_config(config_path(args.config), args.overrides)
     dist = distributed_context(cfg.train.device)
-    summary = train_pareto(
-        cfg,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        on_eval=_show,
-        dist=dist,
-    )
+    try:  # the group is torn down on errors too (left to exit, a rank can abort)
+        summary = train_pareto(
+            cfg,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            on_eval=_show,
+            dist=dist,
+        )
+    finally:
+        end_distributed(dist)
     if dist.is_main:
         print(json.dumps(summary))
-    end_distributed(dist)
     return 0
 
 

@@ -94,18 +94,20 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    summary = train(
-        cfg,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        on_eval=show,
-        dist=dist,
-    )
+    try:  # the group is torn down on errors too (left to exit, a rank can abort)
+        summary = train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            on_eval=show,
+            dist=dist,
+        )
+    finally:
+        end_distributed(dist)
     if dist.is_main:
         print(json.dumps(summary))
-    end_distributed(dist)
     return 0
 
 
