@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ __all__ = [
     "end_distributed",
     "output_dir",
     "output_file",
+    "run_training",
     "shard_tokenizer",
 ]
 
@@ -120,6 +123,35 @@ def distributed_context(device: str) -> Any:
     from curatorch.train.distributed import DistContext, init_from_env, is_distributed_env
 
     return init_from_env(device) if is_distributed_env() else DistContext()
+
+
+def run_training(
+    train_fn: Callable[..., dict[str, Any]],
+    cfg: Any,
+    args: Any,
+    *,
+    on_eval: Callable[[dict[str, Any]], None],
+) -> int:
+    """``train_fn(cfg, args.out, ...)`` (a task's train function) under this process's
+    distributed context, with the command's ``--resume``/``--overwrite``/``--no-progress``;
+    the process group is torn down on errors too (left to interpreter exit, a rank can
+    abort); rank 0 prints the summary as JSON."""
+    dist = distributed_context(cfg.train.device)
+    try:
+        summary = train_fn(
+            cfg,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            on_eval=on_eval,
+            dist=dist,
+        )
+    finally:
+        end_distributed(dist)
+    if dist.is_main:
+        print(json.dumps(summary))
+    return 0
 
 
 def end_distributed(dist: Any) -> None:

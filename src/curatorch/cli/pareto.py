@@ -13,8 +13,7 @@ from curatorch.cli.common import (
     COMPARISON_EPILOG,
     add_set_option,
     config_path,
-    distributed_context,
-    end_distributed,
+    run_training,
 )
 
 __all__ = ["register"]
@@ -56,22 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     from curatorch.train.multimodal import load_pareto_config, train_pareto
 
     cfg = load_pareto_config(config_path(args.config), args.overrides)
-    dist = distributed_context(cfg.train.device)
-    try:  # the group is torn down on errors too (left to exit, a rank can abort)
-        summary = train_pareto(
-            cfg,
-            args.out,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            on_eval=_show,
-            dist=dist,
-        )
-    finally:
-        end_distributed(dist)
-    if dist.is_main:
-        print(json.dumps(summary))
-    return 0
+    return run_training(train_pareto, cfg, args, on_eval=_show)
 
 
 def _compare(args: argparse.Namespace) -> int:

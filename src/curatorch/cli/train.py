@@ -12,9 +12,8 @@ from typing import Any
 from curatorch.cli.common import (
     add_set_option,
     config_path,
-    distributed_context,
-    end_distributed,
     output_dir,
+    run_training,
     shard_tokenizer,
 )
 
@@ -84,7 +83,6 @@ def _train(args: argparse.Namespace) -> int:
     from curatorch.train import load_config, train
 
     cfg = load_config(config_path(args.config), args.overrides)
-    dist = distributed_context(cfg.train.device)
 
     def show(record: dict) -> None:
         keys = ("zeroshot_acc", "fewshot_acc", "i2t_r1", "t2i_r1", "mean_score")
@@ -94,21 +92,7 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    try:  # the group is torn down on errors too (left to exit, a rank can abort)
-        summary = train(
-            cfg,
-            args.out,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            on_eval=show,
-            dist=dist,
-        )
-    finally:
-        end_distributed(dist)
-    if dist.is_main:
-        print(json.dumps(summary))
-    return 0
+    return run_training(train, cfg, args, on_eval=show)
 
 
 def _eval(args: argparse.Namespace) -> int:
