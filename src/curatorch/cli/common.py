@@ -116,13 +116,16 @@ def shard_tokenizer(cfg: Any) -> tuple[list[str], Any]:
     return urls, tokenizer
 
 
-def distributed_context(device: str) -> Any:
-    """This process's :class:`~curatorch.train.distributed.DistContext`: under
-    ``torchrun --nproc_per_node=W`` data-parallel (gloo on CPU, NCCL on CUDA), else one
+def distributed_context(train: Any) -> Any:
+    """This process's :class:`~curatorch.train.distributed.DistContext` for a run's
+    ``[train]`` config: under ``torchrun --nproc_per_node=W`` data-parallel (gloo on CPU,
+    NCCL on CUDA, collectives timing out after ``train.collective_timeout_s``), else one
     process."""
     from curatorch.train.distributed import DistContext, init_from_env, is_distributed_env
 
-    return init_from_env(device) if is_distributed_env() else DistContext()
+    if not is_distributed_env():
+        return DistContext()
+    return init_from_env(train.device, timeout_s=train.collective_timeout_s)
 
 
 def run_training(
@@ -136,7 +139,7 @@ def run_training(
     distributed context, with the command's ``--resume``/``--overwrite``/``--no-progress``;
     the process group is torn down on errors too (left to interpreter exit, a rank can
     abort); rank 0 prints the summary as JSON."""
-    dist = distributed_context(cfg.train.device)
+    dist = distributed_context(cfg.train)
     try:
         summary = train_fn(
             cfg,

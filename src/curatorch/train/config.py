@@ -181,6 +181,9 @@ class TrainConfig:
     ``compile`` wraps the training forward in ``torch.compile``. ``log``: ``jsonl`` writes
     ``metrics.jsonl`` (and ``diagnostics.jsonl``); ``tensorboard`` also writes their
     numeric fields as TensorBoard scalars under ``OUT/tensorboard/`` (the ``tb`` extra).
+    ``collective_timeout_s``: under ``torchrun``, how long (seconds) a rank waits in a
+    collective for the others; then every waiting rank stops with one line naming the step
+    and the ranks that did not answer (see ``docs/scale.md``).
     """
 
     steps: int = 300
@@ -196,6 +199,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"
     compile: bool = False
     log: str = "jsonl"
+    collective_timeout_s: float = 300.0
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
@@ -213,6 +217,11 @@ class TrainConfig:
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
             raise ConfigError(
                 f"train.device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}"
+            )
+        if not (self.collective_timeout_s > 0 and math.isfinite(self.collective_timeout_s)):
+            raise ConfigError(
+                f"train.collective_timeout_s must be a finite number of seconds > 0, "
+                f"got {self.collective_timeout_s}"
             )
         if self.log not in ("jsonl", "tensorboard"):
             raise ConfigError(

@@ -2,20 +2,37 @@
 
 The training loop takes a :class:`DistContext` argument (``rank``, ``world_size``); the
 default is one process and no collectives. :func:`init_from_env` reads the variables
-``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and initialises the default
-process group: NCCL when the run's device is CUDA, gloo otherwise.
+``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``) and initialises the default process group: NCCL when the run's device is
+CUDA, gloo otherwise.
+
+Elastic restarts: a ``torchrun --max-restarts=K`` agent keeps one key-value store for all
+restarts of its worker group, and ``init_process_group``'s keys carry no round, so a
+restarted group can read the addresses the previous (dead) group published and fail to
+form (gloo: ``connectFullMesh ... Connection refused``). :func:`init_from_env` therefore
+agrees on a fresh round first (:func:`fresh_round`, a nonce handshake through the store that
+no stale key can satisfy) and forms the group under that round's prefix.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_from_env", "is_distributed_env"]
+__all__ = ["DistContext", "fresh_round", "init_from_env", "is_distributed_env"]
+
+# the default collective timeout (seconds): a rank that does not answer a collective for
+# this long stops the others (``train.collective_timeout_s``)
+DEFAULT_TIMEOUT_S = 300.0
+_POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -26,11 +43,17 @@ class DistContext:
         rank: this process's index in ``[0, world_size)``.
         world_size: number of processes ``W``.
         local_rank: index on this node (picks the GPU).
+        store: this round's control store (a ``torch.distributed.Store`` under the round's
+            prefix), where ranks leave word of a failed collective; ``None`` outside
+            :func:`init_from_env`.
+        timeout_s: the collective timeout the group was formed with (seconds).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    store: Any = field(default=None, compare=False, repr=False)
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
@@ -104,26 +127,171 @@ class DistContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def collective_failure(self, step: int, error: BaseException, grace_s: float = 3.0) -> str:
+        """One line saying why a collective failed at ``step`` (1-based), for every rank.
+
+        Called by each rank whose step raised: it leaves ``(step, error)`` in the round's
+        store and waits up to ``grace_s`` seconds for the others' word. Ranks that leave
+        none did not answer (hung, stopped, killed) and are named; otherwise the line
+        names the lowest rank whose own error was not a lost peer. No collective is used:
+        the group may be broken.
+        """
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        if self.store is None or not self.enabled:
+            return f"a collective failed at step {step}: {first}"
+        try:
+            self.store.set(f"failed/{self.rank}", json.dumps([step, first]))
+            reports = self._failure_reports(grace_s)
+        except RuntimeError as exc:  # the store is gone too (its host died)
+            return f"a collective failed at step {step}: {first} (the store: {exc})"
+        missing = [r for r in range(self.world_size) if r not in reports]
+        if missing:
+            who = ", ".join(str(r) for r in missing)
+            return (
+                f"rank{'s' if len(missing) > 1 else ''} {who} of {self.world_size} did not "
+                f"answer at step {step} (collective timeout {self.timeout_s:g} s; rank "
+                f"{self.rank}: {first})"
+            )
+        rank = min(reports, key=lambda r: (_lost_peer(reports[r][1]), r))
+        step_r, message = reports[rank]
+        return f"rank {rank} of {self.world_size} failed at step {step_r}: {message}"
+
+    def _failure_reports(self, grace_s: float) -> dict[int, tuple[int, str]]:
+        """The ``failed/RANK`` words present after at most ``grace_s`` seconds."""
+        keys = [f"failed/{r}" for r in range(self.world_size)]
+        deadline = time.monotonic() + grace_s
+        while not self.store.check(keys) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out = {}
+        for r, key in enumerate(keys):
+            if self.store.check([key]):
+                step, message = json.loads(self.store.get(key))
+                out[r] = (int(step), str(message))
+        return out
+
+
+def _lost_peer(message: str) -> bool:
+    """Whether a collective's error only says that a peer went away or timed out."""
+    text = message.lower()
+    return any(
+        s in text for s in ("connection closed", "timed out", "connection reset", "broken pipe")
+    )
+
 
 def is_distributed_env() -> bool:
     """Whether this process was started by ``torchrun`` with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device: str = "cpu") -> DistContext:
+def fresh_round(store: Any, *, rank: int, world_size: int, timeout_s: float) -> str:
+    """A name for this start of the worker group that every rank agrees on and no earlier
+    start used (a hex nonce chosen by rank 0).
+
+    Each rank ``r > 0`` posts a nonce of its own (``hello/r``); rank 0 answers every nonce it
+    sees with ``nonce:ROUND`` (``ack/r``); a rank takes ROUND only from an answer to its own
+    nonce and confirms it (``confirm/r``); rank 0 returns once every rank confirmed its
+    ROUND. Words a dead group left in the store answer nobody's nonce, so they are never
+    taken. Raises ``RuntimeError`` naming the ranks that did not join within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    mine = uuid.uuid4().hex
+    if rank != 0:
+        store.set(f"curatorch/hello/{rank}", mine)
+        while True:
+            if store.check([f"curatorch/ack/{rank}"]):
+                nonce, _, round_id = store.get(f"curatorch/ack/{rank}").decode().partition(":")
+                if nonce == mine:
+                    store.set(f"curatorch/confirm/{rank}", round_id)
+                    return round_id
+            _wait_or_fail(deadline, f"rank {rank}: rank 0 did not answer", timeout_s)
+    answered: dict[int, bytes] = {}
+    waiting = set(range(1, world_size))
+    while waiting:
+        for r in sorted(waiting):
+            if store.check([f"curatorch/hello/{r}"]):
+                hello = store.get(f"curatorch/hello/{r}")
+                if answered.get(r) != hello:
+                    store.set(f"curatorch/ack/{r}", hello + b":" + mine.encode())
+                    answered[r] = hello
+            key = f"curatorch/confirm/{r}"
+            if store.check([key]) and store.get(key).decode() == mine:
+                waiting.discard(r)
+        if waiting:
+            who = ", ".join(str(r) for r in sorted(waiting))
+            _wait_or_fail(deadline, f"rank 0: rank(s) {who} did not join", timeout_s)
+    return mine
+
+
+def _wait_or_fail(deadline: float, what: str, timeout_s: float) -> None:
+    if time.monotonic() > deadline:
+        raise RuntimeError(f"the process group did not form: {what} within {timeout_s:g} s")
+    time.sleep(_POLL_S)
+
+
+def _env_int(name: str, default: str) -> int:
+    value = os.environ.get(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def init_from_env(device: str = "cpu", *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
     """The context ``torchrun`` describes; initialises the default process group if needed.
+
+    The group is formed under a fresh round's prefix of the launcher's store (see
+    :func:`fresh_round`), so that a group restarted by ``torchrun --max-restarts`` never
+    reads what an earlier start left there.
 
     Args:
         device: the run's ``train.device``; ``cuda`` selects NCCL and binds this process to
             GPU ``LOCAL_RANK``, anything else gloo.
+        timeout_s: collective timeout in seconds (``train.collective_timeout_s``): a
+            collective that waits longer for a rank raises on the ranks that wait.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
-    if ctx.enabled and not dist.is_initialized():
-        cuda = device.startswith("cuda")
-        if cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return ctx
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    world_size, rank = _env_int("WORLD_SIZE", "1"), _env_int("RANK", "0")
+    local_rank = _env_int("LOCAL_RANK", "0")
+    ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, timeout_s=timeout_s)
+    if not ctx.enabled or dist.is_initialized():
+        return ctx
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    store = _launcher_store(rank, world_size, timeout_s)
+    round_id = fresh_round(store, rank=rank, world_size=world_size, timeout_s=timeout_s)
+    group_store = dist.PrefixStore(f"curatorch/round/{round_id}/pg", store)
+    dist.init_process_group(
+        backend="nccl" if cuda else "gloo",
+        store=group_store,
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    control = dist.PrefixStore(f"curatorch/round/{round_id}/ctl", store)
+    return DistContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, store=control, timeout_s=timeout_s
+    )
+
+
+def _launcher_store(rank: int, world_size: int, timeout_s: float) -> Any:
+    """The key-value store at ``MASTER_ADDR:MASTER_PORT``: the torchrun agent's (every rank
+    a client) or, without one (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, other launchers),
+    hosted by rank 0."""
+    missing = [n for n in ("MASTER_ADDR", "MASTER_PORT") if n not in os.environ]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE={world_size} but {' and '.join(missing)} not set: start the "
+            f"processes with torchrun (or set MASTER_ADDR and MASTER_PORT)"
+        )
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    return dist.TCPStore(
+        host_name=os.environ["MASTER_ADDR"],
+        port=_env_int("MASTER_PORT", "0"),
+        world_size=None if agent else world_size,
+        is_master=not agent and rank == 0,
+        timeout=timedelta(seconds=timeout_s),
+        wait_for_workers=False,
+        multi_tenant=not agent,
+    )

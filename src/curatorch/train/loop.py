@@ -81,6 +81,7 @@ _RESUMABLE_DIFFERENCES = {
     ("train", "threads"),
     ("train", "steps"),
     ("train", "log"),
+    ("train", "collective_timeout_s"),
     ("eval", "batch_size"),
     ("data", "num_workers"),
 }
@@ -671,7 +672,7 @@ class Trainer:
         t_loop, done = time.perf_counter(), 0
         headline = getattr(self.task, "headline_metric", "")
         while prog.step < cfg.steps:
-            loss = self.step(bar)
+            loss = self.guarded(self.step, bar)
             done += 1
             bar.update(1)
             if self.show_progress and (prog.step % 10 == 0 or prog.step == cfg.steps):
@@ -682,11 +683,33 @@ class Trainer:
                 bar.set_postfix(post)
             last = prog.step == cfg.steps
             if prog.step % cfg.eval_every == 0 or last:
-                self.evaluate()
+                self.guarded(self.evaluate)
                 self.model.train()
             if prog.step % cfg.checkpoint_every == 0 or last:
-                self.last_ckpt = self.checkpoint()
+                self.last_ckpt = self.guarded(self.checkpoint)
         bar.close()
+
+    def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; under torchrun, a collective that fails inside it (a rank that
+        hangs past ``train.collective_timeout_s``, dies or fails) becomes a
+        :class:`TrainingError` on this rank with one line naming the step and the rank
+        (:meth:`DistContext.collective_failure`) and the checkpoint the next launch
+        resumes from."""
+        try:
+            return fn(*args)
+        except TrainingError:
+            raise
+        except RuntimeError as exc:
+            if not self.dist.enabled:
+                raise
+            line = self.dist.collective_failure(self.prog.step + 1, exc)
+            if not self.main:  # rank 0 keeps the checkpoint list
+                resume = f"the next launch resumes from the latest of {self.out / 'checkpoints'}"
+            elif self.last_ckpt:
+                resume = f"the next launch resumes from {self.last_ckpt}"
+            else:
+                resume = "no checkpoint yet: the next launch starts from step 0"
+            raise TrainingError(f"{self.out}: {line}; {resume}") from exc
 
     def close(self) -> None:
         """Close the TensorBoard event file (after :meth:`finish`, or on an error)."""
