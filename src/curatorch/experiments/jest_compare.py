@@ -29,6 +29,12 @@ A compare config is an experiment config (``[data]``, ``[model]`` ... as for
     name = "jest"
     label = "JEST f=0.8"
     strategy = { name = "jest", filter_ratio = 0.8 }
+    reference = ""    # a [[compare.references]] name ("" = the comparison's reference)
+    pool = ""         # a [[compare.pools]] name to train on ("" = data.pool)
+
+Several references (each trained on its own pool, for its own steps) and pools cut from
+the training pool by a reference's score are ``[[compare.references]]`` and
+``[[compare.pools]]``: :mod:`curatorch.experiments.compare_references`.
 """
 
 from __future__ import annotations
@@ -46,9 +52,20 @@ from typing import Any
 
 import torch
 
-from curatorch.data import World, build_world
+from curatorch.data import PairDataset, World, build_world
 from curatorch.eval import SHARD_EVAL_SCORES
 from curatorch.eval.evaluate import EVAL_METRICS
+from curatorch.experiments.compare_references import (
+    PoolCut,
+    PoolSpec,
+    PreparedReferences,
+    ReferenceRun,
+    check_pool_record,
+    needed_references,
+    prepare_references,
+    reference_recipe,
+    validate_references,
+)
 from curatorch.train import (
     CheckpointError,
     ConfigError,
@@ -103,12 +120,17 @@ class StrategyRun:
     for plots and tables, and its ``[strategy]`` and ``[optim]`` sections: the shared
     experiment config's, with the entry's ``strategy = {...}`` and ``optim = {...}``
     values (the learner, the data and the training budget are the same for every
-    strategy)."""
+    strategy). ``reference`` names one of ``compare.references`` to select with (""
+    = ``strategy.reference`` if set, else the comparison's reference); ``pool`` names one
+    of ``compare.pools`` to train on, the training pool filtered offline ("" = the whole
+    ``data.pool``)."""
 
     name: str
     label: str = ""
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    reference: str = ""
+    pool: str = ""
 
     @property
     def title(self) -> str:
@@ -136,12 +158,22 @@ class CompareSection:
         reference_steps / reference_batch_size / reference_model: the reference's
             training (0 / "" = the learner's steps, batch size, model size).
         analyze: write the Figure-2 selection plots (learnability matrix, vs chunks, vs
-            filter ratio) with the baseline's seed-0 learner.
+            filter ratio) with the baseline's seed-0 learner and the reference of the
+            first strategy that selects with one.
         analyze_seeds: seeds averaged per point of those plots.
         workers: runs trained at once, each in its own process (1 = one after another in
             this process). Every run is the same whatever the count: set it to the number
             of cores when ``train.threads = 1``.
         quick: ``section.key=value`` overrides applied by ``--quick``.
+        references: more references, each trained on a pool of the world or given
+            (:class:`~curatorch.experiments.compare_references.ReferenceRun`); strategies
+            name them.
+        pools: the training pool filtered offline by a reference's score
+            (:class:`~curatorch.experiments.compare_references.PoolSpec`), to train a
+            reference or a strategy on.
+        reference_steps_scale: multiplies every reference's explicit training steps
+            (``reference_steps`` and ``references[i].steps``; at least 1), e.g. for
+            ``--quick``.
     """
 
     strategies: tuple[StrategyRun, ...] = ()
@@ -158,6 +190,9 @@ class CompareSection:
     analyze_seeds: int = 2
     workers: int = 1
     quick: tuple[str, ...] = ()
+    references: tuple[ReferenceRun, ...] = ()
+    pools: tuple[PoolSpec, ...] = ()
+    reference_steps_scale: float = 1.0
 
     @property
     def active(self) -> tuple[StrategyRun, ...]:
@@ -204,6 +239,53 @@ class CompareSection:
             raise ConfigError(f"compare.analyze_seeds must be >= 1, got {self.analyze_seeds}")
         if self.workers < 1:
             raise ConfigError(f"compare.workers must be >= 1, got {self.workers}")
+        scale = self.reference_steps_scale
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ConfigError(f"compare.reference_steps_scale must be > 0, got {scale}")
+        validate_references(self.references, self.pools)
+        self._validate_strategy_links()
+
+    def _validate_strategy_links(self) -> None:
+        """Each strategy's ``reference`` and ``pool`` name listed entries, and a named
+        reference is one the strategy selects with."""
+        refs = [r.name for r in self.references]
+        pools = [p.name for p in self.pools]
+        for i, st in enumerate(self.strategies):
+            key = f"compare.strategies[{i}] ({st.name!r})"
+            if st.reference and st.reference not in refs:
+                raise ConfigError(
+                    f"{key}.reference must name a compare.references entry {refs}, "
+                    f"got {st.reference!r}"
+                )
+            if st.reference and not st.strategy.needs_reference:
+                raise ConfigError(
+                    f"{key}.reference = {st.reference!r}, but strategy {st.strategy.name!r} "
+                    f"with score {st.strategy.score!r} uses no reference"
+                )
+            if st.reference and st.strategy.reference:
+                raise ConfigError(
+                    f"{key}: reference (a compare.references name) and strategy.reference "
+                    f"(a path) cannot both be set"
+                )
+            if st.pool and st.pool not in pools:
+                raise ConfigError(
+                    f"{key}.pool must name a compare.pools entry {pools}, got {st.pool!r}"
+                )
+
+    def reference_steps_for(self, steps: int) -> int:
+        """Explicit reference ``steps`` times :attr:`reference_steps_scale` (0 stays 0:
+        the learner's ``train.steps``)."""
+        return max(1, round(steps * self.reference_steps_scale)) if steps else 0
+
+    def needs_default_reference(self, runs: Mapping[str, Mapping[int, ExperimentConfig]]) -> bool:
+        """Whether an active strategy selects with the comparison's own reference: it
+        needs one and names neither a listed reference nor a path."""
+        return any(
+            not st.reference
+            and not st.strategy.reference
+            and runs[st.name][self.seeds[0]].strategy.needs_reference
+            for st in self.active
+        )
 
 
 @dataclass(frozen=True)
@@ -252,17 +334,41 @@ def compare_section_from_dict(raw: Any, base: ExperimentConfig) -> CompareSectio
     :class:`ConfigError` naming the key (``compare.strategies[1].strategy.bogus``)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[compare] must be a table, got {type(raw).__name__}")
-    rest = {k: v for k, v in raw.items() if k != "strategies"}
+    lists = ("strategies", "references", "pools")
+    rest = {k: v for k, v in raw.items() if k not in lists}
     section = section_from_dict(CompareSection, rest, "compare")
-    entries = raw.get("strategies", [])
-    if not isinstance(entries, (list, tuple)):
-        raise ConfigError(
-            f"compare.strategies must be a list of tables, got {type(entries).__name__} {entries!r}"
-        )
-    strategies = tuple(_strategy_run(v, i, base) for i, v in enumerate(entries))
-    section = dataclasses.replace(section, strategies=strategies)
+    strategies = tuple(
+        _strategy_run(v, i, base) for i, v in enumerate(_table_list(raw, "strategies"))
+    )
+    references = tuple(
+        _listed_entry(ReferenceRun, v, f"compare.references[{i}]")
+        for i, v in enumerate(_table_list(raw, "references"))
+    )
+    pools = tuple(
+        _listed_entry(PoolSpec, v, f"compare.pools[{i}]")
+        for i, v in enumerate(_table_list(raw, "pools"))
+    )
+    section = dataclasses.replace(
+        section, strategies=strategies, references=references, pools=pools
+    )
     section.validate()
     return section
+
+
+def _table_list(raw: Mapping[str, Any], key: str) -> list[Any]:
+    entries = raw.get(key, [])
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(
+            f"compare.{key} must be a list of tables, got {type(entries).__name__} {entries!r}"
+        )
+    return list(entries)
+
+
+def _listed_entry(cls: type, raw: Any, key: str) -> Any:
+    """A ``[[compare.references]]`` / ``[[compare.pools]]`` entry (``name`` required)."""
+    if isinstance(raw, Mapping) and "name" not in raw:
+        raise ConfigError(f"{key}.name is required")
+    return section_from_dict(cls, raw, key)
 
 
 def _quick_overrides(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -321,13 +427,26 @@ def _check_shard_comparison(base: ExperimentConfig, section: CompareSection) -> 
     (``compare.reference`` or ``compare.reference_shards``) unless it uses the built-in
     world on purpose (:func:`~curatorch.train.contrastive.needs_world`: the built-in
     tokenizer or evaluation); ``reference_shards`` needs ``data.shards``."""
+    if base.data.shards:
+        trained = [r.name for r in section.references if not r.path]
+        if trained or section.pools:
+            what = f"compare.references {trained}" if trained else "compare.pools"
+            raise ConfigError(
+                f"{what}: a reference trained on a pool of the built-in world, or a pool "
+                f"cut from it, needs the built-in pools; on data.shards give each listed "
+                f"reference as path (a shard cache or a model)"
+            )
     if section.reference_shards and not base.data.shards:
         raise ConfigError(
             "compare.reference_shards trains the reference on curated shards and embeds the "
             "training shards: it needs data.shards"
         )
     given = section.reference or section.reference_shards
-    if base.data.shards and not given and not needs_world(base):
+    uses_default = any(
+        not st.reference and not st.strategy.reference and st.strategy.needs_reference
+        for st in section.active
+    )
+    if base.data.shards and not given and uses_default and not needs_world(base):
         raise ConfigError(
             "compare.reference: a comparison on data.shards needs a reference from your "
             "data: a shard cache (curatorch embed), a curatorch run/checkpoint or an HF "
@@ -467,32 +586,33 @@ def _log(msg: str) -> None:
 
 def _reference_config(cc: CompareConfig) -> ExperimentConfig:
     """The comparison's reference recipe: the learner's settings with
-    ``compare.reference_steps`` / ``reference_batch_size`` / ``reference_model``, seed 0,
-    IID on ``compare.reference_shards`` (curated shards) or else the built-in world's
-    curated pool, four evaluations and two checkpoints over its run."""
-    base, c = cc.base, cc.compare
-    cfg = dataclasses.replace(
-        base,
-        data=dataclasses.replace(base.data, pool="curated", shards=c.reference_shards),
-        model=dataclasses.replace(base.model, size=c.reference_model or base.model.size),
-        train=dataclasses.replace(
-            base.train,
-            steps=c.reference_steps or base.train.steps,
-            batch_size=c.reference_batch_size or base.train.batch_size,
-            seed=0,
-        ),
-        strategy=dataclasses.replace(base.strategy, name="iid", reference=""),
+    ``compare.reference_steps`` (times ``reference_steps_scale``) /
+    ``reference_batch_size`` / ``reference_model``, seed 0, IID on
+    ``compare.reference_shards`` (curated shards) or else the built-in world's curated
+    pool, four evaluations and two checkpoints over its run
+    (:func:`~curatorch.experiments.compare_references.reference_recipe`)."""
+    c = cc.compare
+    return reference_recipe(
+        cc.base,
+        steps=c.reference_steps_for(c.reference_steps),
+        batch_size=c.reference_batch_size,
+        model=c.reference_model,
+        pool="curated",
+        shards=c.reference_shards,
     )
-    steps = cfg.train.steps
-    cfg = dataclasses.replace(
-        cfg,
-        train=dataclasses.replace(
-            cfg.train, eval_every=max(1, steps // 4), checkpoint_every=max(1, steps // 2)
-        ),
-        optim=dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps // 4)),
+
+
+def _listed_reference_config(cc: CompareConfig, ref: ReferenceRun) -> ExperimentConfig:
+    """A listed reference's recipe: its own steps / batch size / model, else the
+    comparison's reference's, on its pool."""
+    c = cc.compare
+    return reference_recipe(
+        cc.base,
+        steps=c.reference_steps_for(ref.steps or c.reference_steps),
+        batch_size=ref.batch_size or c.reference_batch_size,
+        model=ref.model or c.reference_model,
+        pool=ref.pool,
     )
-    cfg.validate()
-    return cfg
 
 
 def prepare_reference(
@@ -566,19 +686,37 @@ def _analyze(
 _WORKER_WORLDS: dict[str, World] = {}
 
 
+def _training_pool(
+    world: World | None, cfg: ExperimentConfig, index: torch.Tensor | None
+) -> PairDataset | None:
+    """The pool a run trains on: ``None`` (the config's ``data.pool``) or the positions
+    ``index`` of it (a pool cut offline)."""
+    if index is None:
+        return None
+    if world is None:
+        raise ValueError("a pool cut from the training pool needs the built-in world")
+    return (world.curated if cfg.data.pool == "curated" else world.raw).subset(index)
+
+
 def _train_job(
-    cfg: ExperimentConfig, run_dir: Path, overwrite: bool, job: int, steps: Any
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    overwrite: bool,
+    job: int,
+    steps: Any,
+    index: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """One run of a comparison in a worker process (the world, when the run needs one, is
-    built once per process); each evaluation puts ``(job, step)`` on the ``steps`` queue
-    (``None``: no reports)."""
+    built once per process), on the positions ``index`` of its pool when given; each
+    evaluation puts ``(job, step)`` on the ``steps`` queue (``None``: no reports)."""
     world = None
-    if needs_world(cfg):
+    if needs_world(cfg) or index is not None:
         key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
         if key not in _WORKER_WORLDS:
             _WORKER_WORLDS.clear()
             _WORKER_WORLDS[key] = build_world(cfg.data)
         world = _WORKER_WORLDS[key]
+    pool = _training_pool(world, cfg, index)
     return _train(
         cfg,
         run_dir,
@@ -586,6 +724,7 @@ def _train_job(
         overwrite=overwrite,
         progress=False,
         world=world,
+        pool=pool,
         on_eval=None if steps is None else (lambda r: steps.put((job, int(r["step"])))),
     )
 
@@ -598,8 +737,10 @@ def _train_in_processes(
     overwrite: bool,
     progress: bool,
     done: Callable[[int, StrategyRun, int, dict[str, Any], float], None],
+    pools: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
-    """Train ``jobs`` in ``workers`` spawned processes; ``done`` is called as each ends.
+    """Train ``jobs`` in ``workers`` spawned processes; ``done`` is called as each ends;
+    a strategy in ``pools`` trains on those positions of its pool.
 
     Each run is exactly the run it would be in this process (its own seeds, threads and
     folder); only the order in which they finish changes. A failed run stops the rest.
@@ -637,7 +778,9 @@ def _train_in_processes(
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             started: dict[cf.Future, tuple[int, float]] = {}
             for j, (st, seed, cfg) in enumerate(jobs):
-                fut = pool.submit(_train_job, cfg, run_dirs[(st.name, seed)], overwrite, j, steps)
+                index = (pools or {}).get(st.name)
+                run_dir = run_dirs[(st.name, seed)]
+                fut = pool.submit(_train_job, cfg, run_dir, overwrite, j, steps, index)
                 started[fut] = (j, time.perf_counter())
             pending, k = set(started), 0
             try:
@@ -679,10 +822,22 @@ def _train_jobs(
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None],
+    pools: Mapping[str, PoolCut] | None = None,
 ) -> dict[tuple[str, int], float]:
     """Train (or reuse) every job into its ``run_dirs`` folder, in ``workers`` processes
     when more than one and more than one job, else one after another in this process;
-    logs each run as it ends. Returns ``{(strategy, seed): wall seconds}``."""
+    logs each run as it ends. A strategy in ``pools`` trains on that cut of its pool
+    (recorded in the run's ``pool.json``: a run of another pool is refused first).
+    Returns ``{(strategy, seed): wall seconds}``."""
+    pools = pools or {}
+    for st, seed, _ in jobs:
+        cut = pools.get(st.name)
+        record = None if cut is None else cut.record
+        try:
+            check_pool_record(run_dirs[(st.name, seed)], record, overwrite=overwrite)
+        except OutputDirError as exc:
+            raise OutputDirError(f"{exc} (pass --overwrite to retrain every run)") from exc
+    indices = {name: cut.index for name, cut in pools.items()}
     done: dict[tuple[str, int], float] = {}  # (strategy, seed) -> wall seconds
 
     def finished(k: int, st: StrategyRun, seed: int, summary: dict[str, Any], wall: float) -> None:
@@ -700,9 +855,14 @@ def _train_jobs(
             overwrite=overwrite,
             progress=progress,
             done=finished,
+            pools=indices,
         )
     else:
+        subsets: dict[str, PairDataset | None] = {}
         for k, (st, seed, cfg) in enumerate(jobs, start=1):
+            if st.name not in subsets:
+                index = indices.get(st.name)
+                subsets[st.name] = _training_pool(world, cfg, index)
             t0 = time.perf_counter()
             summary = _train(
                 cfg,
@@ -711,6 +871,7 @@ def _train_jobs(
                 overwrite=overwrite,
                 progress=progress,
                 world=world,
+                pool=subsets[st.name],
             )
             finished(k, st, seed, summary, time.perf_counter() - t0)
     return done
@@ -840,16 +1001,20 @@ def _results_record(
     target: float,
     curves: dict[str, dict[str, list[float]]],
     labels: dict[str, str],
-    ref_info: dict[str, Any],
+    ref_info: dict[str, Any] | None,
     analysis: dict[str, Any] | None,
     configs: dict[str, Any],
     walls: Mapping[str, Sequence[float]],
     t_start: float,
     command: str,
     plots: dict[str, str],
+    listed: PreparedReferences | None = None,
 ) -> dict[str, Any]:
-    """``results.json``: everything the report needs (``wall_s`` counts from ``t_start``)."""
+    """``results.json``: everything the report needs (``wall_s`` counts from ``t_start``);
+    with ``listed`` references and pools, their facts and which strategy used which."""
     c = cc.compare
+    listed = listed or PreparedReferences()
+    active = {s.name: s for s in c.active}
     return {
         "summary": summary,
         "target": {"metric": c.metric, "baseline": c.baseline, "value": round(target, 4)},
@@ -857,6 +1022,10 @@ def _results_record(
         "labels": labels,
         "seeds": list(c.seeds),
         "reference": ref_info,
+        "references": listed.infos,
+        "pools": {name: cut.facts for name, cut in listed.pools.items()},
+        "strategy_references": {n: s.reference for n, s in active.items() if s.reference},
+        "strategy_pools": {n: s.pool for n, s in active.items() if s.pool},
         "analysis": analysis,
         "configs": configs,
         "budget": {
@@ -877,13 +1046,60 @@ def _results_record(
 def _needs_world(cc: CompareConfig) -> bool:
     """Whether the comparison builds the built-in world: for a run that needs it
     (:func:`~curatorch.train.contrastive.needs_world`: pools, the built-in tokenizer or
-    evaluation, a run's own ``strategy.reference = "curated"``), or for the reference
+    evaluation, a run's own ``strategy.reference = "curated"``), for the reference
     trained on the world's curated pool (neither ``compare.reference`` nor
-    ``compare.reference_shards``)."""
+    ``compare.reference_shards``), or for listed references trained on its pools and
+    pools cut from it."""
     c = cc.compare
-    if not (c.reference or c.reference_shards):
+    if cc.compare.needs_default_reference(cc.runs) and not (c.reference or c.reference_shards):
+        return True
+    if any(not r.path for r in c.references) or c.pools:
         return True
     return any(needs_world(cc.runs[st.name][seed]) for st in c.active for seed in c.seeds)
+
+
+def _prepare_all_references(
+    cc: CompareConfig,
+    out: Path,
+    *,
+    world: World | None,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[dict[str, str], dict[str, Any] | None, PreparedReferences]:
+    """The comparison's own reference (when a strategy uses it), then the listed
+    references and pools the active strategies need. Returns ``(cache per strategy that
+    selects with a reference, the own reference's facts or None, the listed ones)``."""
+    c = cc.compare
+    default, ref_info = "", None
+    if c.needs_default_reference(cc.runs):
+        default, ref_info = prepare_reference(
+            cc, out, world=world, overwrite=overwrite, progress=progress, log=log
+        )
+    order = needed_references(
+        c.references,
+        c.pools,
+        named=[s.reference for s in c.active if s.reference],
+        pools_named=[s.pool for s in c.active if s.pool],
+    )
+    listed = prepare_references(
+        c.references,
+        c.pools,
+        order=order,
+        recipe=lambda ref: _listed_reference_config(cc, ref),
+        base=cc.base,
+        world=world,
+        out=out,
+        overwrite=overwrite,
+        progress=progress,
+        log=log,
+    )
+    caches = {
+        s.name: listed.caches[s.reference] if s.reference else default
+        for s in c.active
+        if cc.runs[s.name][c.seeds[0]].strategy.needs_reference
+    }
+    return caches, ref_info, listed
 
 
 def run_compare(
@@ -907,12 +1123,12 @@ def run_compare(
     t_start = time.perf_counter()
     c = cc.compare
     world = build_world(cc.base.data) if _needs_world(cc) else None
-    reference, ref_info = prepare_reference(
+    caches, ref_info, listed = _prepare_all_references(
         cc, out, world=world, overwrite=overwrite, progress=progress, log=log
     )
     strategies = c.active
     jobs = [
-        (st, seed, cc.run_config(st.name, seed, reference=reference))
+        (st, seed, cc.run_config(st.name, seed, reference=caches.get(st.name, "")))
         for st in strategies
         for seed in c.seeds
     ]
@@ -927,6 +1143,7 @@ def run_compare(
         overwrite=overwrite,
         progress=progress,
         log=log,
+        pools={s.name: listed.pools[s.pool] for s in strategies if s.pool},
     )
     curves, walls, configs = _collect_runs(
         strategies, c.seeds, run_dirs, run_cfgs, done, metric=c.metric
@@ -944,7 +1161,7 @@ def run_compare(
         baseline=c.baseline,
     )
     analysis = _analyze_if_selecting(
-        cc, strategies, reference, out, world=world, plots=plots, log=log
+        cc, strategies, next(iter(caches.values()), ""), out, world=world, plots=plots, log=log
     )
     results = _results_record(
         cc,
@@ -959,6 +1176,7 @@ def run_compare(
         t_start=t_start,
         command=command,
         plots=plots,
+        listed=listed,
     )
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     (out / "report.md").write_text(compare_markdown(results), encoding="utf-8")

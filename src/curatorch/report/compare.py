@@ -165,6 +165,65 @@ def _reference_lines(ref: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _pool_words(facts: Mapping[str, Any]) -> str:
+    """A training pool in words: its name, size and clean fraction (and how it was cut)."""
+    if not facts:
+        return "—"
+    clean = facts.get("clean_fraction", 0.0)
+    words = f"{facts.get('pool')} ({facts.get('size'):,} examples, clean {clean:.2f}"
+    if facts.get("filter"):
+        words += (
+            f"; top {facts['keep_fraction']:g} of {facts.get('of'):,} by "
+            f"{facts['filter']}'s {facts['by']}"
+        )
+    return words + ")"
+
+
+def _listed_lines(results: Mapping[str, Any]) -> list[str]:
+    """The listed references (what each trained on, its own final score), the pools cut
+    offline, and which strategy used which."""
+    refs = results.get("references") or {}
+    pools = results.get("pools") or {}
+    lines: list[str] = []
+    if refs:
+        lines += [
+            "| reference | trained on | steps x batch | own final mean_score |",
+            "|---|---|---|---|",
+        ]
+        for name, r in refs.items():
+            if r.get("given"):
+                lines.append(
+                    f"| {r.get('label', name)} | given: `{r.get('model') or r.get('cache')}` "
+                    f"| — | — |"
+                )
+                continue
+            score = r.get("final", {}).get("mean_score")
+            lines.append(
+                f"| {r.get('label', name)} | {_pool_words(r.get('pool_facts') or {})} | "
+                f"{r.get('steps')} x {r.get('batch_size')} | "
+                f"{'—' if score is None else f'{score:.3f}'} |"
+            )
+        lines.append("")
+    if pools:
+        lines += [
+            "Pools cut offline: " + "; ".join(_pool_words(f) for f in pools.values()) + ".",
+            "",
+        ]
+    used = results.get("strategy_references") or {}
+    trained = results.get("strategy_pools") or {}
+    labels = results.get("labels", {})
+    if used or trained:
+        lines += ["| strategy | reference | training pool |", "|---|---|---|"]
+        for name in labels:
+            ref = used.get(name)
+            ref_label = refs.get(ref, {}).get("label", ref) if ref else "—"
+            pool = trained.get(name)
+            pool_label = pools.get(pool, {}).get("label", pool) if pool else "data.pool"
+            lines.append(f"| {labels[name]} | {ref_label} | {pool_label} |")
+        lines.append("")
+    return lines
+
+
 def _evaluation_lines(results: Mapping[str, Any]) -> list[str]:
     """Where the runs were evaluated (from the baseline's recorded config): held-out
     shards, or the built-in world's evaluation sets."""
@@ -245,6 +304,7 @@ def compare_markdown(results: Mapping[str, Any]) -> str:
         "",
         *_evaluation_lines(results),
         *_reference_lines(results.get("reference") or {}),
+        *_listed_lines(results),
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
         *("| " + " | ".join(r) + " |" for r in rows),

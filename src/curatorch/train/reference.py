@@ -444,9 +444,13 @@ def _embed_pool_once(
     return round(time.perf_counter() - t0, 1)
 
 
-def _trained_on(recipe: ExperimentConfig, world: World | None) -> tuple[str, dict[str, Any]]:
-    """What the reference ``recipe`` trains on, in words and as report facts: its own
-    curated ``data.shards``, else the built-in world's curated pool."""
+def _trained_on(
+    recipe: ExperimentConfig, world: World | None, pool: PairDataset | None = None
+) -> tuple[str, dict[str, Any]]:
+    """What the reference ``recipe`` trains on, in words and as report facts: the given
+    ``pool``, else its own curated ``data.shards``, else the built-in world's curated pool."""
+    if pool is not None:
+        return f"a pool of {len(pool)} examples", {"pool_size": len(pool)}
     if recipe.data.shards:
         return f"the curated shards {recipe.data.shards}", {"shards": recipe.data.shards}
     if world is None:
@@ -466,15 +470,16 @@ def _train_reference(
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None],
+    pool: PairDataset | None = None,
 ) -> dict[str, Any]:
-    """Train ``recipe`` (on its curated shards, or on the world's curated pool) into
-    ``run`` (resumed when it holds a run of it; a finished one is reused as is when
-    ``reuse``); returns the reference's facts."""
+    """Train ``recipe`` (on ``pool``, else on its curated shards or the world's curated
+    pool) into ``run`` (resumed when it holds a run of it; a finished one is reused as is
+    when ``reuse``); returns the reference's facts."""
     from curatorch.eval import SHARD_EVAL_SCORES
     from curatorch.train.contrastive import train
 
     cfg = recipe.train
-    where, facts = _trained_on(recipe, world)
+    where, facts = _trained_on(recipe, world, pool)
     info: dict[str, Any] = {
         "checkpoint": str(run),
         "steps": cfg.steps,
@@ -490,7 +495,13 @@ def _train_reference(
             f"{cfg.batch_size} on {where} into {run}"
         )
         summary = train(
-            recipe, run, resume=not overwrite, overwrite=overwrite, progress=progress, world=world
+            recipe,
+            run,
+            resume=not overwrite,
+            overwrite=overwrite,
+            progress=progress,
+            world=world,
+            pool=pool,
         )
         info["wall_s"] = round(time.perf_counter() - t0, 1)
         log(f"reference: mean_score {summary['mean_score']:.3f} ({info['wall_s']:.0f} s)")
@@ -534,13 +545,15 @@ def _trained_reference(
     overwrite: bool,
     progress: bool,
     log: Callable[[str], None],
+    pool: PairDataset | None = None,
 ) -> tuple[Path, str, dict[str, Any]]:
-    """Train (or reuse) ``recipe``'s reference into ``out/reference``: on its own
-    ``data.shards`` (curated shards) when it names some, else on the world's curated
-    pool. Returns ``(model path, source, facts)``: its latest checkpoint, or for an HF
-    model (``model.source = "hf"``) the folder its run saved (``out/reference/model``)."""
+    """Train (or reuse) ``recipe``'s reference into ``out/reference``: on ``pool`` when
+    given, else on its own ``data.shards`` (curated shards) when it names some, else on
+    the world's curated pool. Returns ``(model path, source, facts)``: its latest
+    checkpoint, or for an HF model (``model.source = "hf"``) the folder its run saved
+    (``out/reference/model``)."""
     ref_cfg = recipe
-    if not recipe.data.shards:
+    if pool is None and not recipe.data.shards:
         ref_cfg = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, pool="curated"))
     ref_cfg.validate()
     run = out / "reference"
@@ -554,6 +567,7 @@ def _trained_reference(
         overwrite=overwrite,
         progress=progress,
         log=log,
+        pool=pool,
     )
     ckpt = latest_checkpoint(run)
     if ckpt is None:
@@ -580,6 +594,7 @@ def _obtain(
     progress: bool,
     log: Callable[[str], None],
     key: str,
+    pool: PairDataset | None = None,
 ) -> ObtainedReference:
     """:func:`obtain_reference`'s work, in one process."""
     from curatorch.data.shard_cache import is_shard_cache
@@ -607,6 +622,7 @@ def _obtain(
             overwrite=overwrite,
             progress=progress,
             log=log,
+            pool=pool,
         )
     if not embed:
         return ObtainedReference(None, ckpt, info)
@@ -632,6 +648,15 @@ def _obtain(
     return ObtainedReference(cache, ckpt, info)
 
 
+def _check_request(
+    given: str | os.PathLike[str], recipe: ExperimentConfig | None, pool: PairDataset | None
+) -> None:
+    if bool(given) == (recipe is not None):
+        raise ValueError("obtain_reference needs exactly one of given= and recipe=")
+    if pool is not None and (recipe is None or recipe.data.shards):
+        raise ValueError("obtain_reference(pool=...) trains a recipe on a built-in pool")
+
+
 def obtain_reference(
     out: str | os.PathLike[str],
     *,
@@ -647,6 +672,7 @@ def obtain_reference(
     progress: bool = True,
     log: Callable[[str], None] = _log,
     key: str = "strategy.reference",
+    pool: PairDataset | None = None,
 ) -> ObtainedReference:
     """A reference and its embedding cache of the training data ``data`` (its pool
     ``data.pool`` of ``world``, or its shards), for a run or experiment folder ``out``.
@@ -658,7 +684,8 @@ def obtain_reference(
       checkpoint, or (shards only) an HF SigLIP/CLIP folder, through its adapter;
     - ``recipe``: the reference's own experiment config, trained IID into
       ``out/reference`` on its ``recipe.data.shards`` (curated shards) if set, else on
-      ``world``'s curated pool, then embedded into ``out/reference-cache``.
+      ``world``'s curated pool (or on ``pool``, another pool of ``world``: the caller
+      records which beside the run), then embedded into ``out/reference-cache``.
 
     Shards are tokenized with ``data.tokenizer``; ``world`` may be ``None`` when nothing
     of a built-in world is used. A cache is reused when current: embedded by that model
@@ -671,10 +698,8 @@ def obtain_reference(
     itself). ``key`` names ``given`` in errors.
 
     The global torch RNG is left as it was. Collective under ``dist``: rank 0 does the
-    work while the others wait; every rank gets the result (or rank 0's error).
-    """
-    if bool(given) == (recipe is not None):
-        raise ValueError("obtain_reference needs exactly one of given= and recipe=")
+    work while the others wait; every rank gets the result (or rank 0's error)."""
+    _check_request(given, recipe, pool)
     from curatorch.data.shards import expand_shards
 
     dist = dist or DistContext()
@@ -699,6 +724,7 @@ def obtain_reference(
                 progress=progress,
                 log=log,
                 key=key,
+                pool=pool,
             )
             outcome = ("ok", done)
         except Exception as exc:  # every rank must reach the collective below
