@@ -119,3 +119,98 @@ def tiny_hf_config(
     }
     extra = {"projection_dim": 24} if model_type == "clip" else {}
     return {"model_type": model_type, "text_config": text, "vision_config": vision, **extra}
+
+
+# the reference-curation study (``curatorch study reference``) on a tiny world: two
+# references on the curated pool (2 and 4 steps), one on the raw pool's top half by the
+# first one's cosine; IID and JEST on the raw pool and on that top half; 4 steps, 2 seeds
+STUDY_TINY = """
+[data]
+world = "shapes"
+raw_size = 1200
+eval_size = 200
+retrieval_size = 100
+probe_shots = 2
+curated_fraction = 0.2
+
+[model]
+size = "tiny"
+attention = "math"
+
+[optim]
+warmup_steps = 1
+
+[train]
+threads = 1
+steps = 4
+batch_size = 16
+eval_every = 2
+checkpoint_every = 4
+
+[eval]
+batch_size = 256
+
+[strategy]
+chunks = 4
+
+[compare]
+seeds = [0, 1]
+reference_steps = 4
+analyze = false
+quick = ["train.steps=2", "compare.seeds=[0]", "compare.reference_steps_scale=0.5"]
+
+[[compare.references]]
+name = "strong"
+label = "curated"
+pool = "curated"
+
+[[compare.references]]
+name = "weak"
+label = "raw top half"
+pool = "top50"
+
+[[compare.references]]
+name = "short"
+steps = 2
+
+[[compare.pools]]
+name = "top50"
+filter = "strong"
+keep_fraction = 0.5
+
+[[compare.strategies]]
+name = "iid"
+strategy = { name = "iid" }
+
+[[compare.strategies]]
+name = "jest-weak"
+strategy = { name = "jest", filter_ratio = 0.5 }
+reference = "weak"
+
+[[compare.strategies]]
+name = "jest-short"
+strategy = { name = "jest", filter_ratio = 0.5 }
+reference = "short"
+
+[[compare.strategies]]
+name = "jest"
+strategy = { name = "jest", filter_ratio = 0.5 }
+reference = "strong"
+
+[[compare.strategies]]
+name = "iid-top50"
+strategy = { name = "iid" }
+pool = "top50"
+
+[[compare.strategies]]
+name = "jest-top50"
+strategy = { name = "jest", filter_ratio = 0.5 }
+reference = "strong"
+pool = "top50"
+
+[study]
+curation = ["jest-weak", "jest"]
+training = ["jest-short", "jest"]
+raw = ["iid", "jest"]
+filtered = ["iid-top50", "jest-top50"]
+"""

@@ -8,7 +8,7 @@ as a full disk while writing a checkpoint or metrics: one line naming the file).
 path of the wrong kind (a folder where a file is expected, a file where a folder is, an
 unwritable parent) is bad input, checked before any work: exit 2, one line naming it.
 
-Comparisons (``compare``, ``demo``, ``pareto compare``, ``scaling experiment``) are
+Comparisons (``compare``, ``demo``, ``pareto compare``, ``scaling experiment``, ``study``) are
 experiments: exit 0 means every run completed and the report was written. What the report
 finds (a FAIL check, a prediction outside tolerance, a strategy that never reaches the
 target) is a result, not an error, and does not change the exit code.
@@ -21,12 +21,22 @@ import sys
 from collections.abc import Sequence
 
 from curatorch import __version__
-from curatorch.cli import compare, curation, data, jest, pareto, plan, scaling, train
+from curatorch.cli import (
+    compare,
+    curation,
+    data,
+    jest,
+    pareto,
+    plan,
+    scaling,
+    study,
+    train,
+)
 from curatorch.cli.common import EXIT_CODES
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (train, data, curation, plan, jest, scaling, pareto, compare)
+_GROUPS = (train, data, curation, plan, jest, scaling, pareto, compare, study)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,7 +117,6 @@ def _unique(names: Sequence[str], key: str) -> None:
 
 def _check_reference(i: int, ref: ReferenceRun, pools: Sequence[str]) -> None:
     key = f"compare.references[{i}]"
-    _folder_name(ref.name, f"{key}.name")
     if ref.path:
         trained = [k for k in ("steps", "batch_size", "model") if getattr(ref, k)]
         if ref.pool != "curated":
@@ -140,7 +139,6 @@ def _check_reference(i: int, ref: ReferenceRun, pools: Sequence[str]) -> None:
 
 def _check_pool(i: int, spec: PoolSpec, references: Sequence[str]) -> None:
     key = f"compare.pools[{i}]"
-    _folder_name(spec.name, f"{key}.name")
     if spec.name in _WORLD_POOLS:
         raise ConfigError(f"{key}.name {spec.name!r} is a pool of the world; choose another")
     if spec.filter not in references:
@@ -180,12 +178,14 @@ def validate_references(references: Sequence[ReferenceRun], pools: Sequence[Pool
     entry and key."""
     ref_names = [r.name for r in references]
     pool_names = [p.name for p in pools]
-    _unique(ref_names, "compare.references")
-    _unique(pool_names, "compare.pools")
-    for i, ref in enumerate(references):
-        _check_reference(i, ref, pool_names)
+    for key, names in (("compare.references", ref_names), ("compare.pools", pool_names)):
+        for i, name in enumerate(names):
+            _folder_name(name, f"{key}[{i}].name")
+        _unique(names, key)
     for i, spec in enumerate(pools):
         _check_pool(i, spec, ref_names)
+    for i, ref in enumerate(references):
+        _check_reference(i, ref, pool_names)
     _check_acyclic(references, pools)
 
 

@@ -1082,18 +1082,21 @@ def _prepare_all_references(
         named=[s.reference for s in c.active if s.reference],
         pools_named=[s.pool for s in c.active if s.pool],
     )
-    listed = prepare_references(
-        c.references,
-        c.pools,
-        order=order,
-        recipe=lambda ref: _listed_reference_config(cc, ref),
-        base=cc.base,
-        world=world,
-        out=out,
-        overwrite=overwrite,
-        progress=progress,
-        log=log,
-    )
+    try:
+        listed = prepare_references(
+            c.references,
+            c.pools,
+            order=order,
+            recipe=lambda ref: _listed_reference_config(cc, ref),
+            base=cc.base,
+            world=world,
+            out=out,
+            overwrite=overwrite,
+            progress=progress,
+            log=log,
+        )
+    except (OutputDirError, CheckpointError) as exc:
+        raise type(exc)(f"{exc} (pass --overwrite to retrain every run)") from exc
     caches = {
         s.name: listed.caches[s.reference] if s.reference else default
         for s in c.active
