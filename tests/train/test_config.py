@@ -57,6 +57,8 @@ def test_wrong_types_are_named(raw: dict, key: str) -> None:
         ({"optim": {"lr": -1.0}}, "optim.lr"),
         ({"train": {"steps": 0}}, "train.steps"),
         ({"train": {"precision": "fp8"}}, "train.precision"),
+        ({"train": {"collective_timeout_s": 0}}, "train.collective_timeout_s"),
+        ({"train": {"collective_timeout_s": float("inf")}}, "train.collective_timeout_s"),
         ({"strategy": {"name": "magic"}}, "strategy.name"),
         ({"data": {"misaligned": 1.2}}, "misaligned"),
         ({"model": {"patch_sizes": [4, 8], "train_patch_size": 2}}, "model.train_patch_size"),

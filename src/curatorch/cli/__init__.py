@@ -59,13 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from curatorch.train import CheckpointError, ConfigError, OutputDirError, TrainingError
+    from curatorch.train.distributed import GroupFormationError
 
     try:
         return int(args.handler(args))
     except (ConfigError, CheckpointError, OutputDirError, ValueError) as exc:
         print(f"curatorch: error: {exc}", file=sys.stderr)
         return 2
-    except TrainingError as exc:
+    except (TrainingError, GroupFormationError) as exc:
         print(f"curatorch: training failed: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the machine failed the run: a full disk, a lost mount ...

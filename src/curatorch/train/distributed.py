@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,12 +28,24 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "fresh_round", "init_from_env", "is_distributed_env"]
+__all__ = [
+    "DistContext",
+    "GroupFormationError",
+    "fresh_round",
+    "init_from_env",
+    "is_distributed_env",
+]
 
 # the default collective timeout (seconds): a rank that does not answer a collective for
 # this long stops the others (``train.collective_timeout_s``)
 DEFAULT_TIMEOUT_S = 300.0
+# a group waits at least this long for its ranks to join (start-up, imports, data set-up)
+MIN_JOIN_TIMEOUT_S = 120.0
 _POLL_S = 0.01
+
+
+class GroupFormationError(RuntimeError):
+    """The processes of a torchrun job did not form a group; names the ranks missing."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +204,8 @@ def fresh_round(store: Any, *, rank: int, world_size: int, timeout_s: float) -> 
     sees with ``nonce:ROUND`` (``ack/r``); a rank takes ROUND only from an answer to its own
     nonce and confirms it (``confirm/r``); rank 0 returns once every rank confirmed its
     ROUND. Words a dead group left in the store answer nobody's nonce, so they are never
-    taken. Raises ``RuntimeError`` naming the ranks that did not join within ``timeout_s``.
+    taken. Raises :class:`GroupFormationError` naming the ranks that did not join within
+    ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
     mine = uuid.uuid4().hex
@@ -224,7 +238,7 @@ def fresh_round(store: Any, *, rank: int, world_size: int, timeout_s: float) -> 
 
 def _wait_or_fail(deadline: float, what: str, timeout_s: float) -> None:
     if time.monotonic() > deadline:
-        raise RuntimeError(f"the process group did not form: {what} within {timeout_s:g} s")
+        raise GroupFormationError(f"the process group did not form: {what} within {timeout_s:g} s")
     time.sleep(_POLL_S)
 
 
@@ -247,7 +261,8 @@ def init_from_env(device: str = "cpu", *, timeout_s: float = DEFAULT_TIMEOUT_S) 
         device: the run's ``train.device``; ``cuda`` selects NCCL and binds this process to
             GPU ``LOCAL_RANK``, anything else gloo.
         timeout_s: collective timeout in seconds (``train.collective_timeout_s``): a
-            collective that waits longer for a rank raises on the ranks that wait.
+            collective that waits longer for a rank raises on the ranks that wait. The
+            group itself waits ``max(timeout_s, 120)`` seconds for its ranks to join.
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -260,7 +275,16 @@ def init_from_env(device: str = "cpu", *, timeout_s: float = DEFAULT_TIMEOUT_S) 
     if cuda:
         torch.cuda.set_device(local_rank)
     store = _launcher_store(rank, world_size, timeout_s)
-    round_id = fresh_round(store, rank=rank, world_size=world_size, timeout_s=timeout_s)
+    if rank == 0 and _shared_store_across_nodes():
+        print(
+            "curatorch: warning: torchrun agents on several nodes share the rank-0 agent's "
+            "store; a node that is restarted cannot rejoin them (it waits for a MASTER_ADDR "
+            "torch does not publish again): export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+            "for the agents (docs/scale.md, 'Faults at scale')",
+            file=sys.stderr,
+        )
+    join_s = max(timeout_s, MIN_JOIN_TIMEOUT_S)
+    round_id = fresh_round(store, rank=rank, world_size=world_size, timeout_s=join_s)
     group_store = dist.PrefixStore(f"curatorch/round/{round_id}/pg", store)
     dist.init_process_group(
         backend="nccl" if cuda else "gloo",
@@ -273,6 +297,13 @@ def init_from_env(device: str = "cpu", *, timeout_s: float = DEFAULT_TIMEOUT_S) 
     return DistContext(
         rank=rank, world_size=world_size, local_rank=local_rank, store=control, timeout_s=timeout_s
     )
+
+
+def _shared_store_across_nodes() -> bool:
+    """Whether this group's agents (more than one) share the rank-0 agent's store."""
+    agents = os.environ.get("GROUP_WORLD_SIZE", "1")
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    return shared and agents.isdigit() and int(agents) > 1
 
 
 def _launcher_store(rank: int, world_size: int, timeout_s: float) -> Any:
