@@ -243,6 +243,8 @@ def check_all_owned(losses: Iterable[Tensor], owned: Iterable[Tensor]) -> None:
 
 
 def _zeros_for_none(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor]:
+    if all(g is not None for g in grads):  # the common case: nothing to fill
+        return list(grads)  # type: ignore[arg-type]
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
@@ -266,6 +268,43 @@ def _merge(
         else:
             out.append(a if b is None else a + b)
     return out
+
+
+#: dtypes whose in-place product with a 0-d float64 tensor has the Python scalar's bits
+_EXACT_0D = (torch.float32, torch.float64)
+F64 = torch.float64
+
+
+def _scalar(tensors: Sequence[Tensor], value: float | Tensor) -> float | Tensor:
+    """The factor to pass to ``torch._foreach_mul(tensors, ...)``, with the bits of the
+    Python scalar ``value``: on the CPU (float32/float64) a 0-d float64 tensor (``value``
+    itself when it is one: reuse it), since the scalar overload converts the scalar once
+    per tensor (three more dispatches each), which on small tensors costs more than the
+    products; elsewhere the Python scalar (the fused kernels take it directly)."""
+    if tensors[0].device.type == "cpu" and all(t.dtype in _EXACT_0D for t in tensors):
+        return value if isinstance(value, Tensor) else torch.scalar_tensor(value, dtype=F64)
+    return float(value)
+
+
+def _mul_(tensors: list[Tensor], value: float | Tensor) -> None:
+    """``t *= value`` in place for each tensor (bits of ``torch._foreach_mul_`` with the
+    Python scalar; see :func:`_scalar`)."""
+    if tensors:
+        torch._foreach_mul_(tensors, _scalar(tensors, value))
+
+
+def _mul(tensors: list[Tensor], value: float | Tensor) -> list[Tensor]:
+    """``[t * value for t in tensors]`` (bits of ``torch._foreach_mul`` with the Python
+    scalar; see :func:`_scalar`)."""
+    return list(torch._foreach_mul(tensors, _scalar(tensors, value))) if tensors else []
+
+
+def _floats(tensors: Sequence[Tensor]) -> list[float]:
+    """Python floats of 0-d tensors: one ``float()`` each on the CPU (cheaper than a
+    stack), one stacked read-back elsewhere (one device sync, not one per tensor)."""
+    if tensors[0].device.type == "cpu":  # a foreach list is on one device
+        return [float(t) for t in tensors]
+    return torch.stack(list(tensors)).tolist()
 
 
 def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
@@ -440,10 +479,10 @@ class GradientIntegrator:
         raw = torch.autograd.grad(multimodal_loss, inputs, retain_graph=True, allow_unused=True)
         g_m = _zeros_for_none(self._enc_all, raw[:n_enc])
         if self._check_separable(unimodal_losses):
-            total = unimodal_losses[self.modalities[0]]
-            for mod in self.modalities[1:]:
-                total = total + unimodal_losses[mod]
-            raw_u = torch.autograd.grad(total, inputs, allow_unused=True)
+            # the losses as roots of one backward: each gets the seed 1, as through a sum
+            # (no addition node; the bits of backpropagating L_1 + ... + L_M)
+            roots = [unimodal_losses[mod] for mod in self.modalities]
+            raw_u = torch.autograd.grad(roots, inputs, allow_unused=True)
             g_u = _zeros_for_none(self._enc_all, raw_u[:n_enc])
             return g_m, g_u, _merge(self.heads, raw[n_enc:], raw_u[n_enc:])
         head_grads = _zeros_for_none(self.heads, raw[n_enc:])  # summed in place below
@@ -520,9 +559,9 @@ class GradientIntegrator:
         w_m, w_u, mult = self.weights(stats)
         if w_m == w_u:
             out = s
-            torch._foreach_mul_(out, mult * w_m)
+            _mul_(out, mult * w_m)
         else:
-            out = list(torch._foreach_mul(g_m, mult * w_m))
+            out = _mul(g_m, mult * w_m)
             if w_u != 0.0:
                 torch._foreach_add_(out, g_u, alpha=mult * w_u)
         sq = w_m * w_m * stats.mm + 2 * w_m * w_u * stats.mu + w_u * w_u * stats.uu
@@ -543,15 +582,15 @@ class GradientIntegrator:
         # product is g_m.g_u = (|s|^2 - |g_m|^2 - |g_u|^2) / 2 (no flattening copies)
         s = list(torch._foreach_add(g_m, g_u))
         n = len(g_m)
-        norms = torch.stack(torch._foreach_norm(g_m + g_u + s)).tolist()  # [3n]
+        norms = _floats(torch._foreach_norm(g_m + g_u + s))  # [3n]
+        sq = [x * x for x in norms]
         diag = StepDiagnostics()
         start = 0
-        for mod in self.modalities:
-            params = self.encoders[mod]
+        for mod, params in self.encoders.items():  # in the order of self.modalities
             end = start + len(params)
-            mm = math.fsum(x * x for x in norms[start:end])
-            uu = math.fsum(x * x for x in norms[n + start : n + end])
-            ss = math.fsum(x * x for x in norms[2 * n + start : 2 * n + end])
+            mm = math.fsum(sq[start:end])
+            uu = math.fsum(sq[n + start : n + end])
+            ss = math.fsum(sq[2 * n + start : 2 * n + end])
             stats = PairStats(mm=mm, mu=(ss - mm - uu) / 2, uu=uu)
             s_norms = norms[2 * n + start : 2 * n + end]
             grads, w_m, w_u, norm_out = self.combine(
@@ -731,6 +770,7 @@ class MMPareto(GradientIntegrator):
         super().__init__(encoders=encoders, heads=heads, vjp=vjp)
         self.gamma = float(gamma)
         self.scale = scale
+        self._gamma_0d = torch.scalar_tensor(self.gamma, dtype=F64)  # see _scalar
 
     def weights(self, stats: PairStats) -> tuple[float, float, float]:
         a_m, a_u = mmpareto_weights(stats)
@@ -745,18 +785,18 @@ class MMPareto(GradientIntegrator):
         s_norms: list[float],
     ) -> tuple[list[Tensor], float, float, float]:
         if not stats.conflict:  # (1/2, 1/2): v = g_m + g_u, |v| = |g_m + g_u|, factor gamma
-            torch._foreach_mul_(s, self.gamma)
+            _mul_(s, self._gamma_0d)
             return s, 0.5, 0.5, self.gamma * math.sqrt(math.fsum(x * x for x in s_norms))
         a_m, a_u = mmpareto_weights(stats)
         if stationary(stats, g_m[0].dtype):  # anti-parallel: v would be rounding noise
             return [torch.zeros_like(t) for t in g_m], a_m, a_u, 0.0
-        v = list(torch._foreach_mul(g_m, 2 * a_m))
+        v = _mul(g_m, 2 * a_m)
         torch._foreach_add_(v, g_u, alpha=2 * a_u)  # v = 2 (a_m g_m + a_u g_u), per tensor
-        v_norms = torch.stack(torch._foreach_norm(v)).tolist()
+        v_norms = _floats(torch._foreach_norm(v))
         if self.scale == "encoder":
             v_norm = math.sqrt(math.fsum(x * x for x in v_norms))
             f = _factor(math.sqrt(math.fsum(x * x for x in s_norms)), v_norm, self.gamma)
-            torch._foreach_mul_(v, f)
+            _mul_(v, f)
             return v, a_m, a_u, f * v_norm
         factors = [_factor(sn, vn, self.gamma) for sn, vn in zip(s_norms, v_norms, strict=True)]
         torch._foreach_mul_(v, factors)  # per-tensor factors (the authors' rescaling)
