@@ -6,29 +6,32 @@ Every run trains the tiny two-tower config of ``scripts/kill_resume.py`` with 2 
 on CPU (gloo, world size 2), every launch with the same command line (``--resume``):
 
 - **uninterrupted**: ``torchrun --standalone --nproc_per_node=2``, left to finish;
-- **rank kills** (``--rank-kills N``): one ``torchrun --standalone --nproc_per_node=2
-  --max-restarts=N+2`` job; ``N`` times a seeded random rank of the running group is
-  SIGKILLed, after a seeded random delay from the moment the group's processes appeared or
-  while a checkpoint is being written (rank 0's ``checkpoints/.step_*.tmp`` polled every
-  millisecond); the agent restarts the group, which resumes from the latest checkpoint;
+- **standalone** (``--rank-kills N --hangs H``): one ``torchrun --standalone
+  --nproc_per_node=2 --max-restarts=N+H+2`` job; ``N`` times a seeded random rank of the
+  running group is SIGKILLed at a seeded moment: during start-up (a random delay after the
+  group's processes appeared), in training (a random delay of at most ``--max-delay``
+  seconds after the group's first checkpoint) or a few milliseconds into a checkpoint
+  write (rank 0's ``checkpoints/.step_*.tmp`` polled every millisecond); the agent restarts
+  the group, which resumes from the latest checkpoint. Then ``H`` times rank 1 is stopped
+  with SIGSTOP in training: rank 0 must stop within ``train.collective_timeout_s``
+  (``--collective-timeout``) plus the few seconds it waits for the others' word, with one
+  line naming the step and rank 1; the agent ends the stopped process (SIGTERM, then
+  SIGKILL after its 30 s; ``--resume-stopped`` sends SIGCONT once the line is out, a rank
+  that slept in its step) and restarts the group, which resumes;
 - **two agents** (``--agent-rank-kills N --node-kills M``): two torchrun agents on this
   machine standing for two nodes (``--nnodes=2 --nproc_per_node=1``, c10d rendezvous on
-  127.0.0.1); ``N`` rank kills as above, and ``M`` times the whole second "node" (its agent
-  and its worker, one process group) is SIGKILLed and launched again with the same command
-  after a seeded random pause;
-- **hung rank** (``--hangs N``): rank 1 of a ``--max-restarts=N`` job is stopped with
-  SIGSTOP at a seeded random moment; rank 0 must stop within ``train.collective_timeout_s``
-  (``--collective-timeout``) plus the few seconds it waits for the others' word, with one
-  line naming the step and rank 1; the agent then ends the stopped process (SIGTERM, SIGKILL
-  after its 30 s) and restarts the group, which resumes.
+  127.0.0.1, ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``: see docs/scale.md); ``N`` rank
+  kills as above, and ``M`` times the whole second "node" (its agent and its worker) is
+  SIGKILLed at such a moment and launched again with the same command after a seeded
+  pause.
 
 Every interrupted job must exit 0, use exactly one restart per fault (a group that fails to
 form uses one more and is reported), and end with ``metrics.jsonl`` equal line by line
 (wall-clock fields aside) and final weights equal bit for bit to the uninterrupted run's.
 Prints one line per event and, last, a JSON summary; exit code 0 when every check passed.
 
-    .venv/bin/python scripts/elastic_faults.py --rank-kills 6 --agent-rank-kills 4 \\
-        --node-kills 3 --hangs 1 --seed 0
+    .venv/bin/python scripts/elastic_faults.py --rank-kills 7 --agent-rank-kills 4 \\
+        --node-kills 3 --hangs 2 --steps 1000 --seed 0
 """
 
 from __future__ import annotations
@@ -167,18 +170,40 @@ def wait_write(out: Path, timeout: float) -> bool:
     return False
 
 
-def kill_rank(agents: list[Agent], out: Path, rng: random.Random, seen: set[int]) -> dict:
+def wait_training(agents: list[Agent], out: Path, timeout: float) -> bool:
+    """Wait until the running group writes a checkpoint (it trains, past its start-up)."""
+    latest, deadline = folder_state(out)["latest"], time.monotonic() + timeout
+    while folder_state(out)["latest"] == latest and time.monotonic() < deadline:
+        if any(a.proc is not None and a.proc.poll() is not None for a in agents):
+            return False
+        time.sleep(0.01)
+    return time.monotonic() < deadline
+
+
+def kill_moment(agents: list[Agent], out: Path, rng: random.Random, max_delay: float) -> str:
+    """Sleep until a seeded moment of one of three kinds; which: ``startup`` (a random
+    delay after the group's processes appeared), ``training`` (a random delay after the
+    group's first checkpoint) or ``write`` (a few ms into a checkpoint write)."""
+    mode = rng.choices(["startup", "training", "write"], weights=[0.2, 0.5, 0.3])[0]
+    if mode == "startup":
+        time.sleep(rng.uniform(0.2, 3.0))
+    elif mode == "training":
+        wait_training(agents, out, timeout=180)
+        time.sleep(rng.uniform(0.0, max_delay))
+    elif wait_write(out, timeout=180):
+        time.sleep(rng.uniform(0.0, 0.004))
+    return mode
+
+
+def kill_rank(
+    agents: list[Agent], out: Path, rng: random.Random, seen: set[int], max_delay: float
+) -> dict:
     """SIGKILL one rank of the running group at a seeded moment; what happened."""
-    group = running_group(agents, seen, timeout=120)
+    group = running_group(agents, seen, timeout=180)
     seen |= set(group.values())
     rank = rng.choice(sorted(group))
-    mode = "write" if rng.random() < 0.35 else "delay"
     before = folder_state(out)
-    if mode == "write" and wait_write(out, timeout=30):
-        time.sleep(rng.uniform(0.0, 0.004))
-    else:
-        mode = "delay"
-        time.sleep(rng.uniform(0.5, 12.0))
+    mode = kill_moment(agents, out, rng, max_delay)
     try:
         os.kill(group[rank], signal.SIGKILL)
     except ProcessLookupError:
@@ -194,19 +219,26 @@ def kill_rank(agents: list[Agent], out: Path, rng: random.Random, seen: set[int]
     }
 
 
-def kill_node(agents: list[Agent], out: Path, rng: random.Random, seen: set[int]) -> dict:
+def kill_node(
+    agents: list[Agent], out: Path, rng: random.Random, seen: set[int], max_delay: float
+) -> dict:
     """SIGKILL the second "node" (agent and worker) at a seeded moment, then launch it again
     with the same command after a seeded pause."""
     group = running_group(agents, seen, timeout=180)
     seen |= set(group.values())
-    time.sleep(rng.uniform(0.5, 6.0))
     before = folder_state(out)
+    mode = kill_moment(agents, out, rng, max_delay)
     agents[1].kill_node()
     landed = classify(before, folder_state(out))
     pause = rng.uniform(1.0, 4.0)
     time.sleep(pause)
     agents[1].launch()
-    return {"event": "node kill", "landed": landed, "relaunched_after_s": round(pause, 2)}
+    return {
+        "event": "node kill",
+        "mode": mode,
+        "landed": landed,
+        "relaunched_after_s": round(pause, 2),
+    }
 
 
 def finish(agents: list[Agent], timeout: float) -> list[int]:
@@ -223,12 +255,15 @@ def finish(agents: list[Agent], timeout: float) -> list[int]:
     return codes
 
 
-def hang_rank(agent: Agent, out: Path, rng: random.Random, timeout_s: float) -> dict:
-    """SIGSTOP rank 1 at a seeded moment; how long until rank 0's line, and what it said."""
-    running_group([agent], set(), timeout=120)
-    latest, deadline = folder_state(out)["latest"], time.monotonic() + 120
-    while folder_state(out)["latest"] == latest and time.monotonic() < deadline:
-        time.sleep(0.01)  # training, not starting: a new checkpoint
+def hang_rank(
+    agent: Agent, out: Path, rng: random.Random, timeout_s: float, resume_stopped: bool
+) -> dict:
+    """SIGSTOP rank 1 at a seeded moment; how long until rank 0's line, and what it said.
+    ``resume_stopped``: SIGCONT the stopped rank once the line is out (a rank that slept in
+    its step), so that the agent's SIGTERM ends it at once rather than its SIGKILL 30 s
+    later."""
+    running_group([agent], set(), timeout=180)
+    wait_training([agent], out, timeout=180)
     time.sleep(rng.uniform(0.0, 2.0))
     group = agent.workers()
     text_before = len(agent.logfile.read_text(errors="replace"))
@@ -239,6 +274,9 @@ def hang_rank(agent: Agent, out: Path, rng: random.Random, timeout_s: float) -> 
         found = HANG_LINE.search(tail)
         if found:
             line = next(ln for ln in tail.splitlines() if HANG_LINE.search(ln))
+            if resume_stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(group[1], signal.SIGCONT)
             return {
                 "event": "hang",
                 "stopped_rank": 1,
@@ -280,11 +318,13 @@ def run_job(
     for event in events:
         try:
             if event == "rank":
-                record = kill_rank(agents, out, rng, seen)
+                record = kill_rank(agents, out, rng, seen, args.max_delay)
             elif event == "node":
-                record = kill_node(agents, out, rng, seen)
+                record = kill_node(agents, out, rng, seen, args.max_delay)
             else:
-                record = hang_rank(agents[0], out, rng, args.collective_timeout)
+                record = hang_rank(
+                    agents[0], out, rng, args.collective_timeout, args.resume_stopped
+                )
                 seen |= set(agents[0].workers().values())
         except RuntimeError as exc:  # the job ended (or hung) before this fault
             record = {"event": event, "landed": "already gone", "error": str(exc)}
@@ -348,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-kills", type=int, default=3, help='kills of the second "node"')
     p.add_argument("--hangs", type=int, default=1, help="SIGSTOPs of rank 1")
     p.add_argument("--collective-timeout", type=float, default=10.0, help="seconds")
+    p.add_argument("--max-delay", type=float, default=12.0, help="seconds, kill moments")
+    p.add_argument("--resume-stopped", action="store_true", help="SIGCONT a hung rank")
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--checkpoint-every", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -358,11 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The faults of each job: rank kills then hangs in the standalone job, rank and node
+    kills in a seeded order in the two-agent job."""
     rng = random.Random(f"{args.seed}-plan")
     two = ["rank"] * args.agent_rank_kills + ["node"] * args.node_kills
     rng.shuffle(two)
-    jobs = {"standalone": ["rank"] * args.rank_kills, "two-agents": two}
-    jobs["hung"] = ["hang"] * args.hangs
+    jobs = {"standalone": ["rank"] * args.rank_kills + ["hang"] * args.hangs, "two-agents": two}
     return {k: v for k, v in jobs.items() if v}
 
 
