@@ -12,10 +12,13 @@
    ``tests/train/test_divergence.py``).
 3. With ``--tmpfs`` (root, Linux): a real full disk, a 3 MB tmpfs the second checkpoint
    does not fit on; then the tmpfs is grown and ``--resume`` finishes the run.
+4. With ``--elastic`` (or a summary it wrote, ``--elastic-json``): ``scripts/elastic_faults.py``
+   under torchrun with 2 processes: rank kills, kills and re-launches of a "node" (two
+   agents), a rank stopped with SIGSTOP; each job compared with an uninterrupted run.
 
 Prints progress and, last, a JSON summary. Example::
 
-    .venv/bin/python scripts/fault_table.py --kills 20 --early-kills 10 --tmpfs
+    .venv/bin/python scripts/fault_table.py --kills 20 --early-kills 10 --tmpfs --elastic
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import kill_resume  # noqa: E402  (the script next to this one)
+import elastic_faults  # noqa: E402  (the scripts next to this one)
+import kill_resume  # noqa: E402
 
 # test file -> rows of the table: (fault, how injected, test-name substrings)
 TEST_ROWS: list[tuple[str, str, str, list[str]]] = [
@@ -289,7 +293,9 @@ def _tests(c: Counter[str]) -> str:
     return f"{n} test{'' if n == 1 else 's'}"
 
 
-def markdown(kr: dict[str, Any], tests: dict, tmpfs: dict | None, argv: list[str]) -> str:
+def markdown(
+    kr: dict[str, Any], tests: dict, tmpfs: dict | None, argv: list[str], elastic: dict | None
+) -> str:
     cmd = " ".join(["python scripts/fault_table.py", *argv]).strip()
     lines = [
         "# Reliability: faults and bad input",
@@ -390,8 +396,87 @@ def markdown(kr: dict[str, Any], tests: dict, tmpfs: dict | None, argv: list[str
     for path, fault, how in OTHER_ROWS:
         c = Counter(o for _n, o in tests.get(path, []))
         lines.append(f"| {fault} | {how} | {_tests(c)} | {_fmt(c)} |")
+    if elastic is not None:
+        lines += elastic_rows(elastic)
+        lines += ["", *elastic_section(elastic)]
     lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
+
+
+def _events(summary: dict, kind: str) -> list[dict]:
+    return [e for j in summary["jobs"].values() for e in j["events"] if e["event"] == kind]
+
+
+def _landings(events: list[dict]) -> str:
+    c = Counter(f"{e.get('mode', '?')}: {e.get('landed', '?')}" for e in events)
+    return ", ".join(f"{v}x {k}" for k, v in sorted(c.items()))
+
+
+def elastic_rows(summary: dict) -> list[str]:
+    """Fault-table rows of an ``elastic_faults.py`` summary."""
+    ok = {name: job["ok"] for name, job in summary["jobs"].items()}
+    outcome = "resumed to the end; metrics and weights identical to the uninterrupted run"
+    rows = []
+    kills = _events(summary, "rank kill")
+    if kills:
+        rows.append(
+            "| SIGKILL of one rank under `torchrun --max-restarts` (2 processes; 2 agents) | "
+            f"{_landings(kills)} | {len(kills)} | "
+            + (outcome if all(ok.values()) else "FAILED: see below")
+            + " |"
+        )
+    nodes = _events(summary, "node kill")
+    if nodes:
+        rows.append(
+            '| SIGKILL of a whole "node" (agent and worker), re-launched with the same command |'
+            f" {_landings(nodes)} | {len(nodes)} | "
+            + (outcome if ok.get("two-agents") else "FAILED: see below")
+            + " |"
+        )
+    hangs = _events(summary, "hang")
+    if hangs:
+        after = ", ".join(f"{e.get('stopped_after_s')} s" for e in hangs)
+        named = all(e.get("named_rank") == e["stopped_rank"] for e in hangs)
+        rows.append(
+            "| A rank stopped with SIGSTOP in training | rank 1, a random moment after the "
+            f"group's first checkpoint | {len(hangs)} | rank 0 stopped after {after} "
+            f"(collective timeout {hangs[0].get('timeout_s')} s) with one line naming "
+            + ("rank 1 and the step" if named else "the WRONG rank")
+            + "; the agent restarted the group; "
+            + (outcome if ok.get("standalone") else "FAILED: see below")
+            + " |"
+        )
+    return rows
+
+
+def elastic_section(summary: dict) -> list[str]:
+    """The section on faults under torchrun: one row per job."""
+    lines = [
+        "## Faults under torchrun",
+        "",
+        "`scripts/elastic_faults.py` (world size 2, gloo, the kill/resume config; every "
+        "launch the same `--resume` command) against an uninterrupted "
+        f"`torchrun --standalone --nproc_per_node=2` run ({summary['uninterrupted_s']} s):",
+        "",
+        "| job | faults | restarts used | exit codes | metrics identical (lines) | final "
+        "weights identical | wall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, job in summary["jobs"].items():
+        kinds = Counter(e["event"] for e in job["events"])
+        cmp = job["compare"]
+        n_lines = cmp["lines"].get("metrics.jsonl", ["?", "?"])
+        lines.append(
+            f"| {name} | {', '.join(f'{v} {k}' for k, v in kinds.items())} | "
+            f"{job['restarts']} | {job['exit_codes']} | "
+            f"{'yes' if cmp['identical'] else 'NO'} ({n_lines[1]}) | "
+            f"{'yes' if cmp['weights_identical'] else 'NO'} | {job['wall_s']} s |"
+            + ("" if job["ok"] else f" **FAILED: {'; '.join(job['problems'])}**")
+        )
+    hangs = _events(summary, "hang")
+    if hangs:
+        lines += ["", f"The hung rank's line: `{hangs[0]['line']}`"]
+    return lines
 
 
 NOTES = [
@@ -433,6 +518,21 @@ NOTES = [
     "- A shard deleted after the run started counted as `truncated_tar`; it is now "
     "`unreadable_shard`. Samples img2dataset marked as failed counted as "
     "`missing_member` (no image); they are now `failed_download`.",
+    "- Under `torchrun --max-restarts`, a group restarted after a rank was killed failed to "
+    "form (`Gloo connectFullMesh failed ... Connection refused`), using up a restart each "
+    "time: the agent keeps one store for every restart and `init_process_group`'s keys "
+    "carry no round, so the new ranks read the dead group's addresses (pytorch/pytorch#135712;"
+    " `TORCHELASTIC_RESTART_COUNT` differs between nodes, so it cannot name the round). "
+    "Now the ranks agree on a fresh round through the store first (a nonce handshake no "
+    "stale key can satisfy) and form the group under its prefix.",
+    "- With two agents sharing the rank-0 agent's store (torch's default), a node killed "
+    "and launched again never rejoined: the rank-0 agent waited for its role, the new "
+    "agent for a `MASTER_ADDR` torch publishes only in the first round. "
+    "`TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1` avoids it; curatorch warns when several agents "
+    "share the store.",
+    "- A rank that hung (SIGSTOP) left the others waiting for torch's default collective "
+    "timeout (30 min) and then a traceback; now `train.collective_timeout_s` (default 300 "
+    "s) and one line naming the step and the rank that did not answer.",
 ]
 
 
@@ -444,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategies", default="iid,jest,flexi-jest,pareto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tmpfs", action="store_true", help="also fill a real tmpfs (root)")
+    p.add_argument("--elastic", action="store_true", help="also run elastic_faults.py")
+    p.add_argument("--elastic-json", type=Path, default=None, help="its summary, measured")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="fault_table-"))
@@ -470,9 +572,16 @@ def main(argv: list[str] | None = None) -> int:
         tmpfs = real_full_disk(work) if args.tmpfs else None
         if args.tmpfs:
             log(f"real full disk: {tmpfs}")
+        elastic = None
+        if args.elastic_json is not None:
+            elastic = json.loads(args.elastic_json.read_text(encoding="utf-8"))
+        elif args.elastic:
+            out = work / "elastic.json"
+            elastic_faults.main(["--work", str(work / "elastic"), "--json", str(out)])
+            elastic = json.loads(out.read_text(encoding="utf-8"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.out.write_text(markdown(kr, tests, tmpfs, argv), encoding="utf-8")
+    args.out.write_text(markdown(kr, tests, tmpfs, argv, elastic), encoding="utf-8")
     failed = sum(1 for rs in tests.values() for _n, o in rs if o == "failed")
     summary = {
         "out": str(args.out),
@@ -486,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         "tests": {f: dict(Counter(o for _n, o in rs)) for f, rs in tests.items()},
         "tests_failed": failed,
         "tmpfs": tmpfs,
+        "elastic_ok": None if elastic is None else elastic["ok"],
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(summary), flush=True)
