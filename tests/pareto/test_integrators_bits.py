@@ -145,3 +145,28 @@ def test_integrator_keeps_the_bits_of_the_direct_rule(method: str) -> None:
             for p in model.parameters():
                 p -= 0.5 * p.grad
     assert conflicts > 0  # both branches of the rule were compared
+
+
+def test_engine_call_gives_the_bits_of_autograd_grad(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_grad`` (the engine run without ``torch.autograd.grad``'s argument handling) and
+    its fallback (``torch.autograd.grad`` itself) against ``torch.autograd.grad``."""
+    from curatorch.pareto import integrators
+
+    model = make_model()
+    inputs = list(model.parameters())
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(integrators, "_engine_run_backward", None)
+        lm, lu = losses(model, 3)
+        want_m = torch.autograd.grad(lm, inputs, retain_graph=True, allow_unused=True)
+        want_u = torch.autograd.grad(
+            [lu["a"], lu["b"]], inputs, retain_graph=True, allow_unused=True
+        )
+        got_m = integrators._grad((lm,), inputs, retain_graph=True)
+        got_u = integrators._grad((lu["a"], lu["b"]), inputs, retain_graph=False)
+        for got, want in ((got_m, want_m), (got_u, want_u)):
+            assert len(got) == len(want)
+            for a, b in zip(got, want, strict=True):
+                assert (a is None and b is None) or torch.equal(a, b)
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            integrators._grad((lu["a"],), inputs, retain_graph=False)
