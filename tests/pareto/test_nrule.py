@@ -273,3 +273,67 @@ def test_two_live_objectives_use_the_closed_form_stationarity() -> None:
                 big = np.zeros((3, 3))
                 big[:2, :2] = gram
                 assert mmpareto_weights_n(big, dtype=dtype).stationary == got.stationary
+
+
+def three_point_grams(seed: int, count: int):
+    """Gram matrices of three points: general (interior or boundary minimum), in a line,
+    in one or two dimensions, with duplicates, a zero point, and wildly different scales."""
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        d = int(rng.integers(1, 6))
+        x = rng.normal(size=(3, d)) * rng.uniform(0.01, 10.0, size=(3, 1))
+        kind = k % 6
+        if kind == 1:  # collinear: a degenerate triangle
+            x[2] = x[0] + rng.uniform(-2, 2) * (x[1] - x[0])
+        elif kind == 2:  # a duplicate point
+            x[2] = x[0]
+        elif kind == 3:  # the origin is a point: the minimum is 0 at a vertex
+            x[1] = 0.0
+        elif kind == 4:  # around the origin: an interior minimum in 2 dims
+            x = rng.normal(size=(3, 2))
+        elif kind == 5:
+            x[0] *= 1e6
+        yield x, x @ x.T
+
+
+def test_closed_form_three_points_equals_wolfe_and_enumeration() -> None:
+    """The slow twins: Wolfe's algorithm and every support set's KKT point. The minimum
+    and the min-norm point are unique (the weights only for a proper triangle)."""
+    from curatorch.pareto.nrule import _min_norm
+
+    for k, (x, gram) in enumerate(three_point_grams(0, 600)):
+        w = min_norm_simplex(gram, solver="closed")
+        assert w.min() >= 0 and abs(w.sum() - 1) < 1e-12
+        scale = float(np.max(np.diag(gram)))
+        val, point = float(w @ gram @ w), w @ x
+        for twin in ("wolfe", "enumerate"):
+            w_ref = _min_norm(gram, twin)
+            assert abs(val - float(w_ref @ gram @ w_ref)) <= 1e-12 * scale, (k, twin)
+            assert np.linalg.norm(point - w_ref @ x) <= 1e-6 * np.sqrt(scale), (k, twin)
+        assert val <= brute_min_norm(x) + 1e-12 * scale
+        edges = np.vstack([x[0] - x[2], x[1] - x[2]])
+        sv = np.linalg.svd(edges, compute_uv=False)
+        if len(sv) == 2 and sv[1] > 1e-2 * sv[0]:  # a proper, well-shaped triangle
+            np.testing.assert_allclose(w, _min_norm(gram, "wolfe"), atol=1e-7, err_msg=str(k))
+
+
+def test_closed_solver_takes_more_than_three_points_to_wolfe() -> None:
+    for _, gram in random_grams(3, 100):
+        if gram.shape[0] != 3:
+            np.testing.assert_array_equal(
+                min_norm_simplex(gram, solver="closed"), min_norm_simplex(gram, solver="wolfe")
+            )
+
+
+def test_mmpareto_n_with_the_closed_solver_equals_wolfe() -> None:
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(100):
+        grads = [[torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]]
+        grads += [
+            [-0.6 * t + torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in grads[0]]
+        ]
+        grads += [[torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]]
+        want = mmpareto_combine_n(grads, solver="wolfe")
+        got = mmpareto_combine_n(grads, solver="closed")
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
