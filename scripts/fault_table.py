@@ -530,10 +530,11 @@ NOTES = [
     "agent for a `MASTER_ADDR` torch publishes only in the first round. "
     "`TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1` avoids it; curatorch warns when several agents "
     "share the store.",
-    "- A rank that hung (SIGSTOP) would have left the others waiting for torch's default "
-    "collective timeout (30 min; read from the code, not waited for) and then a "
-    "traceback; now `train.collective_timeout_s` (default 300 s) and one line naming the "
-    "step and the rank that did not answer.",
+    "- A rank that hung (SIGSTOP) left the others waiting for the collective timeout "
+    "(torch's default 30 min, not settable from curatorch; read from the code, not waited "
+    "for) and then a traceback; now `train.collective_timeout_s` sets it (default the same "
+    "1800 s) and the waiting ranks stop with one line naming the step and the rank that did "
+    "not answer.",
 ]
 
 

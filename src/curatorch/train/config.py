@@ -183,7 +183,9 @@ class TrainConfig:
     numeric fields as TensorBoard scalars under ``OUT/tensorboard/`` (the ``tb`` extra).
     ``collective_timeout_s``: under ``torchrun``, how long (seconds) a rank waits in a
     collective for the others; then every waiting rank stops with one line naming the step
-    and the ranks that did not answer (see ``docs/scale.md``).
+    and the ranks that did not answer (see ``docs/scale.md``). It must exceed what rank 0
+    does alone while the others wait: an evaluation, training the reference in the run
+    folder, writing a checkpoint.
     """
 
     steps: int = 300
@@ -199,7 +201,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"
     compile: bool = False
     log: str = "jsonl"
-    collective_timeout_s: float = 300.0
+    collective_timeout_s: float = 1800.0
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):

@@ -36,9 +36,11 @@ __all__ = [
     "is_distributed_env",
 ]
 
-# the default collective timeout (seconds): a rank that does not answer a collective for
-# this long stops the others (``train.collective_timeout_s``)
-DEFAULT_TIMEOUT_S = 300.0
+# the default collective timeout (seconds; torch's own default): a rank that does not
+# answer a collective for this long stops the others (``train.collective_timeout_s``). It
+# also bounds what rank 0 does alone while the others wait (training the reference in the
+# run folder, evaluation), hence not less.
+DEFAULT_TIMEOUT_S = 1800.0
 # a group waits at least this long for its ranks to join (start-up, imports, data set-up)
 MIN_JOIN_TIMEOUT_S = 120.0
 _POLL_S = 0.01
