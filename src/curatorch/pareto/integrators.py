@@ -326,10 +326,10 @@ def _mul(tensors: list[Tensor], value: float | Tensor) -> list[Tensor]:
 
 
 def _floats(tensors: Sequence[Tensor]) -> list[float]:
-    """Python floats of 0-d tensors: one ``float()`` each on the CPU (cheaper than a
-    stack), one stacked read-back elsewhere (one device sync, not one per tensor)."""
+    """Python floats of 0-d tensors: one ``item()`` each on the CPU (cheaper than a stack
+    or ``float()``), one stacked read-back elsewhere (one device sync, not one per tensor)."""
     if tensors[0].device.type == "cpu":  # a foreach list is on one device
-        return [float(t) for t in tensors]
+        return [t.item() for t in tensors]
     return torch.stack(list(tensors)).tolist()
 
 
