@@ -369,7 +369,7 @@ def check(name: str, job: dict[str, Any], ref: Path, work: Path, expected: int) 
     for e in job["events"]:
         if e["event"] == "hang" and e.get("named_rank") != e["stopped_rank"]:
             problems.append(f"hang: named rank {e.get('named_rank')}")
-        elif e["event"] == "hang" and e["stopped_after_s"] > e["timeout_s"] + 10:
+        elif e["event"] == "hang" and e["stopped_after_s"] > e["timeout_s"] + 5:
             problems.append(f"hang: stopped after {e['stopped_after_s']} s")
     if not job["compare"]["identical"]:
         problems.append("; ".join(job["compare"]["differences"]))

@@ -41,7 +41,7 @@ def _check(summary: dict, faults: dict[str, int]) -> None:
         for event in job["events"]:
             if event["event"] == "hang":
                 assert event["named_rank"] == event["stopped_rank"] == 1
-                assert event["stopped_after_s"] <= event["timeout_s"] + 10
+                assert event["stopped_after_s"] <= event["timeout_s"] + 5
                 assert f"rank 1 of 2 did not answer at step {event['step']}" in event["line"]
     assert summary["ok"]
 

@@ -14,6 +14,7 @@ from curatorch.train.distributed import (
     GroupFormationError,
     fresh_round,
     init_from_env,
+    split_timeout,
 )
 
 
@@ -124,3 +125,11 @@ def test_one_process_needs_no_store(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ctx = init_from_env(timeout_s=5)
     assert (ctx.world_size, ctx.store, ctx.timeout_s) == (1, None, 5)
+
+
+@pytest.mark.parametrize("timeout_s", [0.5, 5.0, 10.0, 300.0, 1800.0])
+def test_the_collective_wait_and_the_grace_fit_in_the_timeout(timeout_s):
+    """Collectives give up, the ranks hear from each other and report, all within it."""
+    collective, grace = split_timeout(timeout_s)
+    assert 0 < grace <= 3.0 and collective > 0.75 * timeout_s
+    assert collective + grace < timeout_s

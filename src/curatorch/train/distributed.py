@@ -34,6 +34,7 @@ __all__ = [
     "fresh_round",
     "init_from_env",
     "is_distributed_env",
+    "split_timeout",
 ]
 
 # the default collective timeout (seconds; torch's own default): a rank that does not
@@ -142,11 +143,14 @@ class DistContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def collective_failure(self, step: int, error: BaseException, grace_s: float = 3.0) -> str:
+    def collective_failure(
+        self, step: int, error: BaseException, grace_s: float | None = None
+    ) -> str:
         """One line saying why a collective failed at ``step`` (1-based), for every rank.
 
         Called by each rank whose step raised: it leaves ``(step, error)`` in the round's
-        store and waits up to ``grace_s`` seconds for the others' word. Ranks that leave
+        store and waits up to ``grace_s`` seconds (default: the grace :func:`split_timeout`
+        leaves of ``timeout_s``) for the others' word. Ranks that leave
         none did not answer (hung, stopped, killed) and are named; otherwise the line
         names the lowest rank whose own error was not a lost peer. No collective is used:
         the group may be broken.
@@ -156,7 +160,8 @@ class DistContext:
             return f"a collective failed at step {step}: {first}"
         try:
             self.store.set(f"failed/{self.rank}", json.dumps([step, first]))
-            reports = self._failure_reports(grace_s)
+            wait = split_timeout(self.timeout_s)[1] if grace_s is None else grace_s
+            reports = self._failure_reports(wait)
         except RuntimeError as exc:  # the store is gone too (its host died)
             return f"a collective failed at step {step}: {first} (the store: {exc})"
         missing = [r for r in range(self.world_size) if r not in reports]
@@ -183,6 +188,15 @@ class DistContext:
                 step, message = json.loads(self.store.get(key))
                 out[r] = (int(step), str(message))
         return out
+
+
+def split_timeout(timeout_s: float) -> tuple[float, float]:
+    """``(collective, grace)`` seconds of a collective timeout ``timeout_s``: collectives
+    give up after the first, the ranks then wait at most the second for each other's word
+    (:meth:`DistContext.collective_failure`), and a second's slack (5% at most) is left for
+    the report, so that the ranks stop within ``timeout_s``."""
+    grace = min(3.0, 0.15 * timeout_s)
+    return timeout_s - grace - min(1.0, 0.05 * timeout_s), grace
 
 
 def _lost_peer(message: str) -> bool:
@@ -262,8 +276,8 @@ def init_from_env(device: str = "cpu", *, timeout_s: float = DEFAULT_TIMEOUT_S) 
     Args:
         device: the run's ``train.device``; ``cuda`` selects NCCL and binds this process to
             GPU ``LOCAL_RANK``, anything else gloo.
-        timeout_s: collective timeout in seconds (``train.collective_timeout_s``): a
-            collective that waits longer for a rank raises on the ranks that wait. The
+        timeout_s: collective timeout in seconds (``train.collective_timeout_s``): the
+            ranks that wait for a rank longer stop within it (:func:`split_timeout`). The
             group itself waits ``max(timeout_s, 120)`` seconds for its ranks to join.
     """
     if not timeout_s > 0:
@@ -293,7 +307,7 @@ def init_from_env(device: str = "cpu", *, timeout_s: float = DEFAULT_TIMEOUT_S) 
         store=group_store,
         rank=rank,
         world_size=world_size,
-        timeout=timedelta(seconds=timeout_s),
+        timeout=timedelta(seconds=split_timeout(timeout_s)[0]),
     )
     control = dist.PrefixStore(f"curatorch/round/{round_id}/ctl", store)
     return DistContext(
