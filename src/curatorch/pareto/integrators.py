@@ -16,11 +16,14 @@ summed losses. All integrators share one call::
 and returns :class:`StepDiagnostics`. It works on any model, not only curatorch's.
 
 Per-loss gradients are computed efficiently from one forward pass: one backward of the
-multimodal loss restricted to the encoders and heads (``torch.autograd.grad``), then one of
-each unimodal loss restricted to its own encoder and the heads, which only runs through
-that encoder and its head. (The authors' reference code runs four full backward passes.)
-A unimodal loss's gradient on *another* modality's encoder is outside the rule and not
-used; in a late-fusion model it is zero.
+multimodal loss restricted to the encoders and heads, then one with every unimodal loss as
+a root (each runs only through its own encoder and head), or one per unimodal loss
+restricted to its own encoder where a loss reaches another encoder. (The authors'
+reference code runs four full backward passes.) A unimodal loss's gradient on *another*
+modality's encoder is outside the rule and not used; in a late-fusion model it is zero.
+The per-tensor arithmetic that follows (sums, norms, products) is one ``torch._foreach_*``
+call per step each, with one read-back of the norms; what it costs next to a uniform step
+is measured in ``docs/benchmarks.md``.
 
 With ``features`` (:func:`split_features`: the fusion head and each unimodal head read
 separate detached copies of the encoder outputs ``z_k``), the heads are backpropagated
@@ -296,9 +299,9 @@ def _merge(
     return out
 
 
-#: dtypes whose in-place product with a 0-d float64 tensor has the Python scalar's bits
+#: dtypes whose product with a 0-d float64 tensor has the bits of the Python scalar's
 _EXACT_0D = (torch.float32, torch.float64)
-F64 = torch.float64
+_F64 = torch.float64
 
 
 def _scalar(tensors: Sequence[Tensor], value: float | Tensor) -> float | Tensor:
@@ -308,7 +311,7 @@ def _scalar(tensors: Sequence[Tensor], value: float | Tensor) -> float | Tensor:
     per tensor (three more dispatches each), which on small tensors costs more than the
     products; elsewhere the Python scalar (the fused kernels take it directly)."""
     if tensors[0].device.type == "cpu" and all(t.dtype in _EXACT_0D for t in tensors):
-        return value if isinstance(value, Tensor) else torch.scalar_tensor(value, dtype=F64)
+        return value if isinstance(value, Tensor) else torch.scalar_tensor(value, dtype=_F64)
     return float(value)
 
 
@@ -793,7 +796,7 @@ class MMPareto(GradientIntegrator):
         super().__init__(encoders=encoders, heads=heads, vjp=vjp)
         self.gamma = float(gamma)
         self.scale = scale
-        self._gamma_0d = torch.scalar_tensor(self.gamma, dtype=F64)  # see _scalar
+        self._gamma_0d = torch.scalar_tensor(self.gamma, dtype=_F64)  # see _scalar
 
     def weights(self, stats: PairStats) -> tuple[float, float, float]:
         a_m, a_u = mmpareto_weights(stats)
