@@ -56,13 +56,19 @@ def test_cpu_products_keep_the_python_scalars_bits(dtype: torch.dtype) -> None:
         ]
         c = float(torch.randn((), generator=gen, dtype=torch.float64)) * 10.0 ** (trial % 5 - 2)
         want = torch._foreach_mul(ts, c)
-        for got in (_mul(ts, c), _mul(ts, torch.scalar_tensor(c, dtype=torch.float64))):
-            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), (trial, c)
-        inplace, want_ = [t.clone() for t in ts], [t.clone() for t in ts]
-        _mul_(inplace, c)
-        torch._foreach_mul_(want_, c)
-        assert all(torch.equal(a, b) for a, b in zip(inplace, want_, strict=True)), (trial, c)
+        got = _mul(ts, c)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), (trial, c)
+        cache: dict[torch.dtype, torch.Tensor] = {}
+        for _ in range(2):  # the second time from the cache
+            inplace, want_ = [t.clone() for t in ts], [t.clone() for t in ts]
+            _mul_(inplace, c, cache)
+            torch._foreach_mul_(want_, c)
+            assert all(torch.equal(a, b) for a, b in zip(inplace, want_, strict=True)), (trial, c)
+        assert len(cache) == (1 if dtype in (torch.float32, torch.float64) else 0)
     assert _mul([], 2.0) == []
+    mixed = [torch.randn(5, generator=gen), torch.randn(5, generator=gen, dtype=torch.float64)]
+    got, want = _mul(mixed, 1.3), torch._foreach_mul(mixed, 1.3)  # the Python scalar
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 def test_floats_equal_one_stacked_read_back() -> None:

@@ -299,30 +299,41 @@ def _merge(
     return out
 
 
-#: dtypes whose product with a 0-d float64 tensor has the bits of the Python scalar's
+#: dtypes whose product with a 0-d tensor of their own dtype has the Python scalar's bits
 _EXACT_0D = (torch.float32, torch.float64)
-_F64 = torch.float64
 
 
-def _scalar(tensors: Sequence[Tensor], value: float | Tensor) -> float | Tensor:
+def _scalar(
+    tensors: Sequence[Tensor], value: float, cache: dict[torch.dtype, Tensor] | None = None
+) -> float | Tensor:
     """The factor to pass to ``torch._foreach_mul(tensors, ...)``, with the bits of the
-    Python scalar ``value``: on the CPU (float32/float64) a 0-d float64 tensor (``value``
-    itself when it is one: reuse it), since the scalar overload converts the scalar once
-    per tensor (three more dispatches each), which on small tensors costs more than the
-    products; elsewhere the Python scalar (the fused kernels take it directly)."""
-    if tensors[0].device.type == "cpu" and all(t.dtype in _EXACT_0D for t in tensors):
-        return value if isinstance(value, Tensor) else torch.scalar_tensor(value, dtype=_F64)
-    return float(value)
+    Python scalar ``value``: on the CPU, for tensors all float32 or all float64, a 0-d
+    tensor of their dtype (kept in ``cache`` by dtype when given; the Python scalar enters
+    the product rounded to that dtype too), since the scalar overload converts the scalar
+    once per tensor (three more dispatches each), which on small tensors costs more than
+    the products; elsewhere the Python scalar (the fused kernels take it directly)."""
+    dtype = tensors[0].dtype
+    if dtype not in _EXACT_0D or tensors[0].device.type != "cpu":
+        return value
+    if any(t.dtype != dtype for t in tensors):
+        return value
+    if cache is None:
+        return torch.scalar_tensor(value, dtype=dtype)
+    if dtype not in cache:
+        cache[dtype] = torch.scalar_tensor(value, dtype=dtype)
+    return cache[dtype]
 
 
-def _mul_(tensors: list[Tensor], value: float | Tensor) -> None:
+def _mul_(
+    tensors: list[Tensor], value: float, cache: dict[torch.dtype, Tensor] | None = None
+) -> None:
     """``t *= value`` in place for each tensor (bits of ``torch._foreach_mul_`` with the
     Python scalar; see :func:`_scalar`)."""
     if tensors:
-        torch._foreach_mul_(tensors, _scalar(tensors, value))
+        torch._foreach_mul_(tensors, _scalar(tensors, value, cache))
 
 
-def _mul(tensors: list[Tensor], value: float | Tensor) -> list[Tensor]:
+def _mul(tensors: list[Tensor], value: float) -> list[Tensor]:
     """``[t * value for t in tensors]`` (bits of ``torch._foreach_mul`` with the Python
     scalar; see :func:`_scalar`)."""
     return list(torch._foreach_mul(tensors, _scalar(tensors, value))) if tensors else []
@@ -796,7 +807,7 @@ class MMPareto(GradientIntegrator):
         super().__init__(encoders=encoders, heads=heads, vjp=vjp)
         self.gamma = float(gamma)
         self.scale = scale
-        self._gamma_0d = torch.scalar_tensor(self.gamma, dtype=_F64)  # see _scalar
+        self._gamma_0d: dict[torch.dtype, Tensor] = {}  # gamma as _scalar passes it
 
     def weights(self, stats: PairStats) -> tuple[float, float, float]:
         a_m, a_u = mmpareto_weights(stats)
@@ -811,7 +822,7 @@ class MMPareto(GradientIntegrator):
         s_norms: list[float],
     ) -> tuple[list[Tensor], float, float, float]:
         if not stats.conflict:  # (1/2, 1/2): v = g_m + g_u, |v| = |g_m + g_u|, factor gamma
-            _mul_(s, self._gamma_0d)
+            _mul_(s, self.gamma, self._gamma_0d)
             return s, 0.5, 0.5, self.gamma * math.sqrt(math.fsum(x * x for x in s_norms))
         a_m, a_u = mmpareto_weights(stats)
         if stationary(stats, g_m[0].dtype):  # anti-parallel: v would be rounding noise
