@@ -291,10 +291,10 @@ def _noise_words(clear: bool, se: float) -> str:
     return "clear" if clear else "within seed noise"
 
 
-def _qualified(verdict: str, clear: bool, se: float) -> str:
-    """``verdict``, said to rest on a difference within seed noise (or on one seed)
-    unless that difference is clear."""
-    return verdict if clear else f"{verdict} ({_noise_words(clear, se)})"
+def _qualified(verdict: str, direction: str, clear: bool, se: float) -> str:
+    """``verdict`` (``holds``, ``partly: ...``, ``does not hold: ...``) when the difference
+    it rests on is clear; else ``not shown (within seed noise): <direction>``."""
+    return verdict if clear else f"not shown ({_noise_words(clear, se)}): {direction}"
 
 
 def _curation_finding(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -309,14 +309,17 @@ def _curation_finding(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     gains = [r["gain"] for r in rows]
     if d_gain > 0 and d_ref < 0:
         verdict = "holds"
+        direction = "the strongest curation gives the larger gain with the weaker reference"
     elif d_gain > 0:
-        verdict = "partly: stronger curation helps JEST, but its reference is not weaker"
+        direction = "the strongest curation gives the larger gain, but its reference is not weaker"
+        verdict = f"partly: {direction}"
     else:
-        verdict = "does not hold: stronger curation does not help JEST"
+        direction = "the strongest curation does not give the larger gain"
+        verdict = f"does not hold: {direction}"
     return {
         "claim": "stronger curation of the reference's data helps JEST although the "
         "reference itself is weaker",
-        "verdict": _qualified(verdict, clear, se),
+        "verdict": _qualified(verdict, direction, clear, se),
         "gain_strong_minus_weak": round(d_gain, 4),
         "gain_difference_se": round(se, 4),
         "noise": _noise_words(clear, se),
@@ -339,12 +342,13 @@ def _training_finding(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     rho = _spearman(scores, gains)
     clear = _clear(d_gain, se)
     if rho is not None and rho > 0 and d_gain > 0:
-        verdict = "holds"
+        verdict, direction = "holds", "the better-trained reference gives the larger gain"
     else:
-        verdict = "does not hold: the better reference does not give the larger gain"
+        direction = "the better reference does not give the larger gain"
+        verdict = f"does not hold: {direction}"
     return {
         "claim": "with the reference's data held fixed, a better-trained reference helps JEST",
-        "verdict": _qualified(verdict, clear, se),
+        "verdict": _qualified(verdict, direction, clear, se),
         "spearman_steps_reference_score": _spearman(
             [float(r["reference_steps"]) for r in rows], scores
         ),
@@ -365,20 +369,17 @@ def _filter_verdict(iid: Mapping[str, Any], jest: Mapping[str, Any]) -> str:
     iid_clear = dep_iid > 0 and _clear(dep_iid, se_iid)
     jest_clear = dep_jest > 0 and _clear(dep_jest, jest["dependence_se"])
     if dep_iid <= 0:
-        return _qualified(
-            "does not hold: IID does not gain from the offline filter",
-            _clear(dep_iid, se_iid),
-            se_iid,
-        )
+        direction = "IID does not gain from the offline filter"
+        return _qualified(f"does not hold: {direction}", direction, _clear(dep_iid, se_iid), se_iid)
     if dep_jest >= dep_iid:
-        return _qualified(
-            "does not hold: JEST gains from the filter as much as IID", _clear(gap, gap_se), gap_se
-        )
+        direction = "JEST gains from the filter as much as IID"
+        return _qualified(f"does not hold: {direction}", direction, _clear(gap, gap_se), gap_se)
     if iid_clear and not jest_clear:
         return "holds"
     if iid_clear and _clear(gap, gap_se):
         return "partly: JEST gains from the filter too, but clearly less than IID"
-    return _qualified("holds in direction", False, gap_se if iid_clear else se_iid)
+    direction = "IID gains more from the filter than JEST"
+    return _qualified("", direction, False, gap_se if iid_clear else se_iid)
 
 
 def _filter_finding(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
