@@ -63,3 +63,12 @@ def test_bad_study_config_exits_2(
     assert main(["study", "reference", str(cfg), "--out", str(out), *override]) == 2
     assert needle in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_compare_on_a_study_config_points_to_the_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(STUDY_TINY)
+    assert main(["compare", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "run `curatorch study reference CONFIG`" in capsys.readouterr().err

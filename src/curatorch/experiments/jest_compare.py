@@ -472,6 +472,11 @@ def parse_compare_config(
             raise ConfigError(f"compare.quick: {exc}") from exc
     raw = dict(apply_overrides(raw, overrides, _SECTIONS))
     for key in raw:
+        if key == "study":
+            raise ConfigError(
+                "[study] makes this a study config: run `curatorch study reference CONFIG` "
+                "(without the table, `curatorch compare` runs its comparison)"
+            )
         if key not in _SECTIONS:
             raise ConfigError(f"unknown config section [{key}] (known: {sorted(_SECTIONS)})")
     table = raw.pop("compare", {})
