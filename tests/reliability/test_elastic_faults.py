@@ -8,28 +8,15 @@ The default test is the short CI version (one fault of each kind on a 200-step r
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "elastic_faults.py"
+from tests.reliability.helpers import run_script
 
 
 def _elastic(tmp_path: Path, *args: str, timeout: float) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-2000:]
-    summary = json.loads(lines[-1])
-    assert proc.returncode == (0 if summary["ok"] else 1)
-    return summary
+    return run_script("elastic_faults.py", tmp_path, *args, timeout=timeout)
 
 
 def _check(summary: dict, faults: dict[str, int]) -> None:

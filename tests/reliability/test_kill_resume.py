@@ -8,30 +8,17 @@ run); ``-m slow`` runs the full one (20 kills each for iid, jest, flexi-jest and
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from curatorch.cli import main
 from tests.helpers import PARETO_TINY, TINY
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kill_resume.py"
+from tests.reliability.helpers import run_script
 
 
 def _kill_resume(tmp_path: Path, *args: str, timeout: float) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-2000:]
-    summary = json.loads(lines[-1])
-    assert proc.returncode == (0 if summary["ok"] else 1)
-    return summary
+    return run_script("kill_resume.py", tmp_path, *args, timeout=timeout)
 
 
 def _check(summary: dict, strategies: list[str], kills: int) -> None:
