@@ -31,7 +31,7 @@ COMPARISON_EPILOG = (
 
 EXIT_CODES = """\
 exit status:
-  0    success; for a comparison (compare, demo, pareto compare, scaling experiment):
+  0    success; for a comparison (compare, demo, study, pareto compare, scaling experiment):
        every run completed and the report was written, whatever the report finds
   2    bad input: an invalid config, an unreadable checkpoint, a wrong output path
   1    a run failed: a non-finite loss, a disk or file-system error while writing
