@@ -310,6 +310,9 @@ def test_two_tower_loads_from_a_checkpoint_folder(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = adapter.module.eval().encode_image(images, 8)
         assert torch.equal(loaded.encode_image(images), expected)
+    state["config"] = {"model": {"train_patch_size": 0}}  # the config's default: the smallest
+    (folder / "state.json").write_text(json.dumps(state))
+    assert load_model_adapter("curatorch", folder).default_patch_size == min(adapter.patch_sizes)
     (folder / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match=r"model\.safetensors") as info:
         load_model_adapter("curatorch", folder)

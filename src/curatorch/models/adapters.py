@@ -458,7 +458,8 @@ class TwoTowerAdapter:
         elif (folder / "state.json").is_file():
             state = _read_json(folder / "state.json")
             cfg_dict = state.get("model_config")
-            patch = ((state.get("config") or {}).get("model") or {}).get("train_patch_size")
+            model_section = (state.get("config") or {}).get("model") or {}
+            patch = model_section.get("train_patch_size") or None  # 0: the smallest
         else:
             found = sorted(p.name for p in folder.iterdir())[:8] if folder.is_dir() else []
             raise ValueError(
