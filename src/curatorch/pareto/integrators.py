@@ -604,6 +604,30 @@ class GradientIntegrator:
         sq = w_m * w_m * stats.mm + 2 * w_m * w_u * stats.mu + w_u * w_u * stats.uu
         return out, w_m, w_u, mult * math.sqrt(max(sq, 0.0))
 
+    def combine_all(
+        self,
+        g_m: list[Tensor],
+        g_u: list[Tensor],
+        s: list[Tensor],
+        stats: list[PairStats],
+        s_norms: list[list[float]],
+    ) -> tuple[list[Tensor], list[tuple[float, float, float]]]:
+        """Every encoder's gradient (per tensor, in the order of the encoders' parameters)
+        from the per-tensor lists over all encoders and each encoder's
+        :class:`PairStats` and ``s`` norms; returns it with each encoder's ``(weight_m,
+        weight_u, |grads|)``. The default is :meth:`combine` on each encoder's slice."""
+        out: list[Tensor] = []
+        records, start = [], 0
+        for st, norms, params in zip(stats, s_norms, self.encoders.values(), strict=True):
+            end = start + len(params)
+            grads, w_m, w_u, norm = self.combine(
+                g_m[start:end], g_u[start:end], s[start:end], st, norms
+            )
+            out += grads
+            records.append((w_m, w_u, norm))
+            start = end
+        return out, records
+
     def _per_loss_backward(
         self,
         multimodal_loss: Tensor,
@@ -621,29 +645,28 @@ class GradientIntegrator:
         n = len(g_m)
         norms = _floats(torch._foreach_norm(g_m + g_u + s))  # [3n]
         sq = [x * x for x in norms]
-        diag = StepDiagnostics()
-        start = 0
-        for mod, params in self.encoders.items():  # in the order of self.modalities
+        stats, s_norms, start = [], [], 0
+        for params in self.encoders.values():  # in the order of self.modalities
             end = start + len(params)
             mm = math.fsum(sq[start:end])
             uu = math.fsum(sq[n + start : n + end])
             ss = math.fsum(sq[2 * n + start : 2 * n + end])
-            stats = PairStats(mm=mm, mu=(ss - mm - uu) / 2, uu=uu)
-            s_norms = norms[2 * n + start : 2 * n + end]
-            grads, w_m, w_u, norm_out = self.combine(
-                g_m[start:end], g_u[start:end], s[start:end], stats, s_norms
-            )
-            _accumulate(params, grads)
+            stats.append(PairStats(mm=mm, mu=(ss - mm - uu) / 2, uu=uu))
+            s_norms.append(norms[2 * n + start : 2 * n + end])
+            start = end
+        grads, records = self.combine_all(g_m, g_u, s, stats, s_norms)
+        _accumulate(self._enc_all, grads)
+        diag = StepDiagnostics()
+        for mod, st, (w_m, w_u, norm_out) in zip(self.modalities, stats, records, strict=True):
             diag.modalities[mod] = ModalityDiagnostics(
-                cos=stats.cos,
-                conflict=stats.conflict,
+                cos=st.cos,
+                conflict=st.conflict,
                 weight_m=w_m,
                 weight_u=w_u,
-                norm_m=math.sqrt(mm),
-                norm_u=math.sqrt(uu),
+                norm_m=math.sqrt(st.mm),
+                norm_u=math.sqrt(st.uu),
                 norm_out=norm_out,
             )
-            start = end
         _accumulate(self.heads, head_grads)
         return diag
 
@@ -812,6 +835,20 @@ class MMPareto(GradientIntegrator):
     def weights(self, stats: PairStats) -> tuple[float, float, float]:
         a_m, a_u = mmpareto_weights(stats)
         return a_m, a_u, 2.0
+
+    def combine_all(
+        self,
+        g_m: list[Tensor],
+        g_u: list[Tensor],
+        s: list[Tensor],
+        stats: list[PairStats],
+        s_norms: list[list[float]],
+    ) -> tuple[list[Tensor], list[tuple[float, float, float]]]:
+        if any(st.conflict for st in stats):
+            return super().combine_all(g_m, g_u, s, stats, s_norms)
+        # no encoder in conflict: gamma (g_m + g_u) everywhere, one product for them all
+        _mul_(s, self.gamma, self._gamma_0d)
+        return s, [(0.5, 0.5, self.gamma * math.sqrt(math.fsum(x * x for x in n))) for n in s_norms]
 
     def combine(
         self,
