@@ -36,6 +36,7 @@ shards = "{root}/eval/{{00000..00000}}.tar"
 
 [strategy]
 chunks = 4
+filter_ratio = 0.5
 """
 
 
@@ -65,8 +66,10 @@ def _final(run: Path) -> dict:
 
 def test_iid_and_jest_learn_retrieval_on_web_shards(web: Path, capsys) -> None:
     cfg = str(web / "web.toml")
+    # the reference: half the steps on the clean shards (its own r1 is not the claim)
     _cli("train", cfg, "--out", str(web / "ref"), "--set",
-         f"data.shards='{web}/clean/{{00000..00000}}.tar'")  # fmt: skip
+         f"data.shards='{web}/clean/{{00000..00000}}.tar'", "--set", "train.steps=75",
+         "--set", "train.eval_every=75", "--set", "train.checkpoint_every=75")  # fmt: skip
     _cli("embed", str(web / "ref"), "--config", cfg, "--out", str(web / "cache"))
     _cli("train", cfg, "--out", str(web / "iid"))
     _cli("train", cfg, "--out", str(web / "jest"), "--set", "strategy.name='jest'",
@@ -76,5 +79,6 @@ def test_iid_and_jest_learn_retrieval_on_web_shards(web: Path, capsys) -> None:
         last = _final(web / name)
         assert last["eval_samples"] == 100 and last["step"] == 150
         r1 = (last["i2t_r1"] + last["t2i_r1"]) / 2
-        assert r1 >= 3 * chance, (name, r1)  # measured here: IID 0.06, i.e. 6x chance
+        # measured here: IID 0.06 and JEST 0.095, i.e. 6x and 9.5x chance
+        assert r1 >= 3 * chance, (name, r1)
     assert _final(web / "jest")["flops_learner_scoring"] > 0
