@@ -186,7 +186,8 @@ def test_embed_shards_skips_and_counts_faults(setup: dict[str, Path], tmp_path: 
 def test_smoke_config_learns_from_exported_shards(tmp_path: Path, capsys) -> None:
     """Issue 7's round trip: ``data export-shards`` of the smoke world's raw pool, then IID
     training that reads only the tar shards learns (zero-shot well above chance on the
-    built-in evaluation set). The smoke config, shortened to 200 steps."""
+    built-in evaluation set). The smoke config, shortened to 200 steps of 64 examples
+    (zero-shot 0.147 here, as with its 128; 0.022 at step 0)."""
     smoke = Path(__file__).resolve().parents[2] / "configs" / "smoke.toml"
     shards = tmp_path / "shards"
     capsys.readouterr()
@@ -201,6 +202,7 @@ def test_smoke_config_learns_from_exported_shards(tmp_path: Path, capsys) -> Non
         f"data.shards='{summary['pattern']}'",
         "eval.source='world'",  # the shards are the smoke world's own raw pool
         "train.steps=200",
+        "train.batch_size=64",
         "train.eval_every=200",
         "train.checkpoint_every=200",
     ):
@@ -208,7 +210,7 @@ def test_smoke_config_learns_from_exported_shards(tmp_path: Path, capsys) -> Non
     assert main(args) == 0
     final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     chance = 1 / num_classes()  # zero-shot over the shapes world's 48 classes
-    assert final["step"] == 200 and final["examples_seen"] == 200 * 128
+    assert final["step"] == 200 and final["examples_seen"] == 200 * 64
     assert final["data_samples_skipped"] == 0
     assert final["zeroshot_acc"] > 3 * chance, final
 
