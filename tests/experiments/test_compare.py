@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import re
 from pathlib import Path
@@ -269,14 +271,34 @@ def test_summary_speedups() -> None:
     assert set(s) == {"strategies", "speedup_examples", "speedup_flops"}
 
 
-def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = tmp_path / "cmp.toml"
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """TINY compared end to end once, in this process (``compare.workers = 1``): its
+    config file and folder, the printed summary and ``results.json`` as first written."""
+    import torch
+
+    root = tmp_path_factory.mktemp("compare")
+    cfg = root / "cmp.toml"
     cfg.write_text(TINY)
-    out = tmp_path / "out"
-    rc = main(["compare", str(cfg), "--out", str(out), "--no-progress"])
+    out = root / "out"
+    printed = io.StringIO()
+    n = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(printed):
+            rc = main(["compare", str(cfg), "--out", str(out), "--no-progress"])
+    finally:
+        torch.set_num_threads(n)
     assert rc == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    result = json.loads(lines[-1])
+    return {
+        "cfg": cfg,
+        "out": out,
+        "result": json.loads(printed.getvalue().strip().splitlines()[-1]),
+        "res": json.loads((out / "results.json").read_text()),
+    }
+
+
+def test_compare_end_to_end(compared: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, out, result = compared["cfg"], compared["out"], compared["result"]
     assert set(result) == {"strategies", "speedup_examples", "speedup_flops"}
     assert set(result["strategies"]) == {"iid", "jest", "flexi"}
     for s in result["strategies"].values():
@@ -298,7 +320,7 @@ def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     report = (out / "report.md").read_text()
     assert "JEST f=0.5" in report and "score_vs_flops.png" in report
     # JEST's total FLOPs include scoring: more than IID's for the same examples
-    res = json.loads((out / "results.json").read_text())
+    res = compared["res"]
     assert res["curves"]["jest"]["flops_total"][-1] > res["curves"]["iid"]["flops_total"][-1]
     assert res["curves"]["jest"]["examples_seen"] == res["curves"]["iid"]["examples_seen"]
     # the recorded configs name the reference the runs used, not the parser's placeholder
@@ -312,25 +334,26 @@ def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_parallel_workers_give_the_same_runs(tmp_path: Path, capsys) -> None:
-    """``compare.workers = 2`` trains the runs in two processes: every curve, final score
-    and speedup equals the one-after-another comparison's."""
-    cfg = tmp_path / "cmp.toml"
-    cfg.write_text(TINY)
-    results = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
-        args = ["compare", str(cfg), "--out", str(out), "--no-progress"]
-        args += ["--set", "compare.analyze=false", "--set", f"compare.workers={workers}"]
-        args += ["--set", 'compare.only=["jest"]']
-        assert main(args) == 0
-        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        res = json.loads((out / "results.json").read_text())
-        results.append((last, res["curves"]))
-    assert results[0] == results[1]
-    assert set(results[0][1]) == {"iid", "jest"}
+def test_parallel_workers_give_the_same_runs(compared: dict, tmp_path: Path, capsys) -> None:
+    """``compare.workers = 2`` trains the runs in two processes (IID and JEST, two seeds
+    each: two runs per worker): every curve, final score and speedup equals the
+    one-after-another comparison's (``compared``, in this process)."""
+    out = tmp_path / "w2"
+    args = ["compare", str(compared["cfg"]), "--out", str(out), "--no-progress"]
+    args += ["--set", "compare.analyze=false", "--set", "compare.workers=2"]
+    args += ["--set", 'compare.only=["jest"]']
+    assert main(args) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    curves = json.loads((out / "results.json").read_text())["curves"]
+    assert set(curves) == {"iid", "jest"}
+    assert curves == {name: compared["res"]["curves"][name] for name in ("iid", "jest")}
+    one_by_one = {
+        part: {name: table[name] for name in ("iid", "jest")}
+        for part, table in compared["result"].items()
+    }
+    assert last == one_by_one
     # a run failing in a worker (here: another budget in the same folder) is one line, exit 2
-    args = ["compare", str(cfg), "--out", str(tmp_path / "w2"), "--no-progress"]
+    args = ["compare", str(compared["cfg"]), "--out", str(out), "--no-progress"]
     args += ["--set", "compare.workers=2", "--set", "train.steps=5"]
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
