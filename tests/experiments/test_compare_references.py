@@ -5,6 +5,8 @@ in worker processes)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -186,14 +188,36 @@ def test_pool_record_refuses_a_run_of_another_pool(tmp_path: Path) -> None:
         check_pool_record(run, a, overwrite=False)
 
 
-def test_compare_with_references_and_pools(tmp_path: Path, capsys) -> None:
-    cfg = tmp_path / "cmp.toml"
-    text = STUDY_TINY.split("[study]")[0].replace("seeds = [0, 1]", "seeds = [0]")
-    cfg.write_text(text)
-    out = tmp_path / "out"
-    assert main(["compare", str(cfg), "--out", str(out), "--no-progress"]) == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    res = json.loads((out / "results.json").read_text())
+CMP_TINY = STUDY_TINY.split("[study]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """CMP_TINY (every reference, pool and strategy, one seed) compared once, in this
+    process: its config file and folder, the printed summary and ``results.json`` as
+    first written."""
+    root = tmp_path_factory.mktemp("compare_references")
+    cfg = root / "cmp.toml"
+    cfg.write_text(CMP_TINY)
+    out = root / "out"
+    printed = io.StringIO()
+    n = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(printed):
+            rc = main(["compare", str(cfg), "--out", str(out), "--no-progress"])
+    finally:
+        torch.set_num_threads(n)
+    assert rc == 0
+    return {
+        "cfg": cfg,
+        "out": out,
+        "last": json.loads(printed.getvalue().strip().splitlines()[-1]),
+        "res": json.loads((out / "results.json").read_text()),
+    }
+
+
+def test_compare_with_references_and_pools(compared: dict, capsys) -> None:
+    cfg, out, last, res = compared["cfg"], compared["out"], compared["last"], compared["res"]
     assert set(res["references"]) == {"strong", "weak", "short"}
     assert res["reference"] is None and not (out / "reference").exists()
     pool = json.loads((out / "pools" / "top50.json").read_text())
@@ -219,23 +243,23 @@ def test_compare_with_references_and_pools(tmp_path: Path, capsys) -> None:
     args = ["compare", str(cfg), "--out", str(out), "--no-progress"]
     assert main([*args, "--set", "compare.only=['iid-top50']"]) == 0
     capsys.readouterr()
-    cfg.write_text(text.replace("keep_fraction = 0.5", "keep_fraction = 0.4"))
-    assert main(args) == 2
+    cut = cfg.with_name("cut40.toml")  # compared's own config file is left as it is
+    cut.write_text(CMP_TINY.replace("keep_fraction = 0.5", "keep_fraction = 0.4"))
+    assert main(["compare", str(cut), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "reference holds a run trained on pool 'top50' (600 examples)" in err
     assert "--overwrite" in err
 
 
-def test_pool_runs_are_the_same_in_worker_processes(tmp_path: Path, capsys) -> None:
-    cfg = tmp_path / "cmp.toml"
-    cfg.write_text(STUDY_TINY.split("[study]")[0].replace("seeds = [0, 1]", "seeds = [0]"))
-    curves = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
-        args = ["compare", str(cfg), "--out", str(out), "--no-progress"]
-        args += ["--set", f"compare.workers={workers}", "--set", "compare.only=['iid-top50']"]
-        assert main(args) == 0
-        capsys.readouterr()
-        curves.append(json.loads((out / "results.json").read_text())["curves"])
-    assert curves[0] == curves[1] and set(curves[0]) == {"iid", "iid-top50"}
-    assert curves[0]["iid"]["mean_score"] != curves[0]["iid-top50"]["mean_score"]
+def test_pool_runs_are_the_same_in_worker_processes(compared: dict, tmp_path: Path, capsys) -> None:
+    """IID on the full and on the cut pool trained in two worker processes: the same
+    curves as ``compared``'s, trained one after another in this process."""
+    out = tmp_path / "w2"
+    args = ["compare", str(compared["cfg"]), "--out", str(out), "--no-progress"]
+    args += ["--set", "compare.workers=2", "--set", "compare.only=['iid-top50']"]
+    assert main(args) == 0
+    capsys.readouterr()
+    curves = json.loads((out / "results.json").read_text())["curves"]
+    assert set(curves) == {"iid", "iid-top50"}
+    assert curves == {name: compared["res"]["curves"][name] for name in ("iid", "iid-top50")}
+    assert curves["iid"]["mean_score"] != curves["iid-top50"]["mean_score"]
