@@ -511,8 +511,9 @@ class GradientIntegrator:
         parameter's gradient in the order of ``self._enc_all``.
 
         One backward of the multimodal loss; then, when the unimodal losses are separable
-        (each reaches only its own encoder, as in any late-fusion model), one backward of
-        their sum, else one per modality restricted to its encoder.
+        (each reaches only its own encoder, as in any late-fusion model), one backward with
+        them as roots (the bits of their sum's), else one per modality restricted to its
+        encoder.
         """
         n_enc = len(self._enc_all)
         inputs = self._enc_all + self.heads
