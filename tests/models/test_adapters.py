@@ -49,6 +49,7 @@ def _two_tower() -> TwoTowerAdapter:
 BUILDERS: dict[str, Callable[[], ImageTextModel]] = {
     "curatorch": _two_tower,
     "hf-siglip": lambda: HFSiglipAdapter.from_config(SIGLIP),
+    "hf-siglip-masked": lambda: HFSiglipAdapter.from_config(SIGLIP, text_padding="masked"),
     "hf-clip": lambda: HFCLIPAdapter.from_config(CLIP),
 }
 KINDS = list(BUILDERS)
@@ -226,6 +227,52 @@ def test_siglip_scores_equal_siglip_model_forward() -> None:
 
 
 @pytest.mark.parametrize("pad", [PAD, EOS])
+def test_siglip_masked_pools_the_last_caption_token(pad: int) -> None:
+    """Slow twin of text_padding="masked": each caption alone (no pads, no mask) through
+    SiglipTextModel, whose pooler takes its last position: the caption's last token."""
+    torch.manual_seed(0)
+    adapter = HFSiglipAdapter.from_config(SIGLIP, pad_id=pad, text_padding="masked").eval()
+    _, tokens = _batch(adapter)
+    tokens[tokens == PAD] = pad
+    lengths = adapter.text_mask(tokens).sum(dim=1)
+    assert torch.equal(lengths, torch.tensor([4 + i % 7 for i in range(6)]))
+    assert torch.equal(tokens[torch.arange(6), lengths - 1], torch.full((6,), EOS))
+    with torch.no_grad():
+        ours = adapter.encode_text(tokens)
+        for i, n in enumerate(lengths.tolist()):
+            alone = adapter.hf.text_model(input_ids=tokens[i : i + 1, :n]).pooler_output
+            torch.testing.assert_close(ours[i : i + 1], torch.nn.functional.normalize(alone))
+        default = HFSiglipAdapter(adapter.hf, pad_id=pad)  # SigLIP's own: a pad pooled
+        assert (default.encode_text(tokens) - ours).abs().max() > 1e-3
+        only_pads = adapter.encode_text(torch.full((2, CONTEXT), pad))  # keeps position 0
+        assert torch.isfinite(only_pads).all()
+
+
+def test_siglip_text_padding_is_saved_and_refused_where_it_does_not_apply(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    masked = HFSiglipAdapter.from_config(SIGLIP, text_padding="masked")
+    folder = masked.save(tmp_path / "masked")
+    assert json.loads((folder / ADAPTER_FILE).read_text())["text_padding"] == "masked"
+    assert load_model_adapter("hf", folder).text_padding == "masked"
+    other = load_model_adapter("hf", folder, text_padding="max_length")
+    assert other.text_padding == "max_length" and other.fingerprint() != masked.fingerprint()
+    record = json.loads((folder / ADAPTER_FILE).read_text())
+    del record["text_padding"]  # a folder saved before the option: SigLIP's own convention
+    (folder / ADAPTER_FILE).write_text(json.dumps(record))
+    assert load_model_adapter("hf", folder).text_padding == "max_length"
+    with pytest.raises(ValueError, match=r"`text_padding` must be one of .*got 'left'"):
+        HFSiglipAdapter.from_config(SIGLIP, text_padding="left")
+    HFCLIPAdapter.from_config(CLIP).save(tmp_path / "clip")
+    with pytest.raises(ValueError, match="`text_padding` applies to SigLIP models"):
+        load_model_adapter("hf", tmp_path / "clip", text_padding="masked")
+    _two_tower().save(tmp_path / "tt")
+    with pytest.raises(ValueError, match="`text_padding` applies to HF SigLIP"):
+        load_model_adapter("curatorch", tmp_path / "tt", text_padding="masked")
+
+
+@pytest.mark.parametrize("pad", [PAD, EOS])
 def test_clip_text_pooling_equals_get_text_features(pad: int) -> None:
     """With captions ending in EOS (pads distinct from EOS, or equal to it as OpenAI's
     tokenizer pads), the adapter pools where CLIPModel.get_text_features does."""
@@ -260,7 +307,7 @@ def test_clip_bias_is_the_adapters_and_is_saved(tmp_path: Path) -> None:
     assert load_model_adapter("hf", tmp_path / "clip").logit_bias.item() == CLIP_INIT_LOGIT_BIAS
 
 
-@pytest.mark.parametrize("kind", ["hf-siglip", "hf-clip"])
+@pytest.mark.parametrize("kind", ["hf-siglip", "hf-siglip-masked", "hf-clip"])
 def test_hf_forward_flops_match_flop_counter(kind: str) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 

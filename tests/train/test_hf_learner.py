@@ -120,11 +120,35 @@ def test_tokenizer_larger_than_the_model_is_refused(web, capsys) -> None:
         (("model.hf_config='y'", "model.patch_sizes=[4]"), "has its own patch size"),
         (("model.source='curatorch'", "model.path='x'"), "need model.source = 'hf'"),
         (("model.source='timm'",), "model.source must be one of"),
+        (("model.hf_config='y'", "model.hf_text_padding='left'"), "model.hf_text_padding must"),
+        (("model.source='curatorch'", "model.hf_text_padding='masked'"), "need model.source"),
     ],
 )
 def test_model_section_is_validated(web, capsys, sets, needle) -> None:
     assert _train(web, web["root"] / "cfg", *sets) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_masked_text_padding_is_trained_saved_and_read_back(web, capsys) -> None:
+    """model.hf_text_padding = 'masked': the learner masks pads, its saved folder says so,
+    and a reference embedded from that folder is read the same way (same fingerprint)."""
+    from curatorch.models import ADAPTER_FILE, load_model_adapter
+
+    out = web["root"] / "masked"
+    cfg = f"model.hf_config='{web['root'] / 'siglip.json'}'"
+    assert _train(web, out, cfg, "model.hf_text_padding='masked'") == 0
+    capsys.readouterr()
+    record = json.loads((out / "model" / ADAPTER_FILE).read_text())
+    assert record["text_padding"] == "masked"
+    loaded = load_model_adapter("hf", out / "model")
+    assert loaded.text_padding == "masked"
+    clip = tiny_hf_config("clip", vocab_size=800, context_length=32)
+    (web["root"] / "clip.json").write_text(json.dumps(clip))
+    sets = (f"model.hf_config='{web['root'] / 'clip.json'}'", "model.hf_text_padding='masked'")
+    capsys.readouterr()  # the loads' progress bars
+    assert _train(web, web["root"] / "clip", *sets) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.hf_text_padding applies to SigLIP models" in err and "\n" not in err
 
 
 def test_an_hf_runs_checkpoint_points_to_its_saved_folder(web) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "ADAPTER_FILE",
     "CLIP_INIT_LOGIT_BIAS",
     "MODEL_SOURCES",
+    "SIGLIP_TEXT_PADDINGS",
     "HFCLIPAdapter",
     "HFSiglipAdapter",
     "ImagePreprocessing",
@@ -66,6 +67,9 @@ _TWO_TOWER_FILE = "curatorch_model.json"
 _FORMAT = 1
 # the sigmoid bias an HF CLIP model starts from when none was saved: SigLIP's initial value
 CLIP_INIT_LOGIT_BIAS = -10.0
+# how HFSiglipAdapter feeds right-padded captions to the text tower (see its docstring):
+# "max_length" is SigLIP's own convention, "masked" masks the pads and pools the last token
+SIGLIP_TEXT_PADDINGS = ("max_length", "masked")
 _RESAMPLE = {"bilinear": 2, "bicubic": 3}  # PIL codes, as in preprocessor_config.json
 _RESIZE_RULES = ("squash", "shortest_edge_crop")
 _OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -313,6 +317,15 @@ def _check_tokens(tokens: Tensor, context_length: int, vocab_size: int) -> Tenso
                 f"`tokens` ids must be in [0, vocab_size={vocab_size}), got [{low}, {high}]"
             )
     return tokens.long()
+
+
+def _kept_lengths(tokens: Tensor, *, pad_id: int, eos_id: int | None) -> Tensor:
+    """``[B]`` caption lengths of right-padded rows: the tokens before the first pad, plus
+    that pad when ``pad_id == eos_id`` (a tokenizer that pads with its EOS token)."""
+    kept = (tokens != pad_id).long().cumprod(dim=1).sum(dim=1)  # before the first pad
+    if eos_id is not None and pad_id == eos_id:
+        kept = (kept + 1).clamp_max(tokens.shape[1])
+    return kept
 
 
 def _check_image_input(images: Tensor, size: int) -> None:
@@ -627,12 +640,15 @@ class _HFAdapter(nn.Module):
         pad_id: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        text_padding: str | None = None,
     ) -> _HFAdapter:
         """Load a local folder (``local_files_only``: nothing is downloaded).
 
         The pad id is ``pad_id``, else the one :data:`ADAPTER_FILE` saved, else the text
         config's ``pad_token_id``; the preprocessing is ``preprocessor_config.json``'s,
-        else the model type's defaults.
+        else the model type's defaults. ``text_padding`` (SigLIP only, see
+        :class:`HFSiglipAdapter`): default the one :data:`ADAPTER_FILE` saved, else
+        ``"max_length"``.
         """
         folder = Path(path)
         model_type = _hf_model_type(folder)
@@ -648,6 +664,13 @@ class _HFAdapter(nn.Module):
             else None
         )
         pad = pad_id if pad_id is not None else extra.get("pad_id")
+        if text_padding is not None and cls.model_type != "siglip":
+            raise ValueError(
+                f"`text_padding` applies to SigLIP models, got {text_padding!r} for the "
+                f"{cls.model_type} model in {folder}"
+            )
+        if text_padding is not None:
+            extra = {**extra, "text_padding": text_padding}
         return cls._build(hf, pad_id=pad, preprocessing=pre, extra=extra).to(device).eval()
 
     @classmethod
@@ -674,11 +697,27 @@ def _text_tower_flops(text: Any, out_dim: int) -> int:
 class HFSiglipAdapter(_HFAdapter):
     """A ``transformers`` ``SiglipModel`` as an :class:`ImageTextModel`.
 
-    Text: SigLIP was trained on captions padded to ``max_length`` with no attention mask,
-    and it pools the *last* position. So ``encode_text`` right-pads every row to
-    :attr:`context_length` with :attr:`pad_id` and passes no mask: pads are attended to,
-    as in training (:meth:`text_mask` is all True). The pad id must be the one the
-    model was trained with (its tokenizer's); by default the text config's
+    Text (``text_padding``, one of :data:`SIGLIP_TEXT_PADDINGS`):
+
+    * ``"max_length"`` (default; SigLIP's own convention): SigLIP was trained on captions
+      padded to ``max_length`` with no attention mask, and it pools the *last* position.
+      So ``encode_text`` right-pads every row to :attr:`context_length` with
+      :attr:`pad_id` and passes no mask: pads are attended to, as in training
+      (:meth:`text_mask` is all True), and the embedding is
+      ``SiglipModel.get_text_features``'s. Use it for every pretrained SigLIP.
+    * ``"masked"``, for a SigLIP trained from scratch on short captions: pads are masked
+      as attention keys (:meth:`text_mask`: the tokens before the first pad, plus that pad
+      when ``pad_id`` equals the config's ``eos_token_id``) and the pooled position is the
+      last kept one, i.e. the caption's last token (its EOS with a tokenizer that appends
+      one), through the same final LayerNorm and ``head``. Under ``"max_length"`` a short
+      caption in a long context is read by a pad position whose attention is mostly on
+      the other pads; masking them is what lets a small model trained from scratch learn
+      the caption (``docs/your_data.md``). A row of only pads keeps position 0. A model
+      trained this way must be read this way: the choice is saved in
+      :data:`ADAPTER_FILE` and is part of :meth:`fingerprint`.
+
+    In both, appending pads does not change the embedding. The pad id must be the one
+    the model was trained with (its tokenizer's); by default the text config's
     ``pad_token_id``. Temperature and bias are the model's ``logit_scale.exp()`` and
     ``logit_bias``.
 
@@ -687,6 +726,7 @@ class HFSiglipAdapter(_HFAdapter):
         pad_id: the id the tokens are right-padded with.
         preprocessing: default mean = std = 0.5, bicubic, squash to ``image_size``
             (the ``SiglipImageProcessor`` defaults).
+        text_padding: ``"max_length"`` or ``"masked"`` (above).
     """
 
     kind = "hf-siglip"
@@ -699,9 +739,17 @@ class HFSiglipAdapter(_HFAdapter):
         *,
         pad_id: int | None = None,
         preprocessing: ImagePreprocessing | None = None,
+        text_padding: str = "max_length",
     ) -> None:
         super().__init__(hf_model, pad_id=pad_id, preprocessing=preprocessing)
+        if text_padding not in SIGLIP_TEXT_PADDINGS:
+            raise ValueError(
+                f"`text_padding` must be one of {list(SIGLIP_TEXT_PADDINGS)}, got {text_padding!r}"
+            )
+        self.text_padding: str = text_padding
         cfg = hf_model.config
+        eos = cfg.text_config.eos_token_id
+        self.eos_id: int | None = eos if isinstance(eos, int) else None
         if not cfg.vision_config.vision_use_head:
             raise ValueError("a SiglipModel without vision_use_head has no image embedding")
         proj = int(cfg.text_config.projection_size)
@@ -730,16 +778,30 @@ class HFSiglipAdapter(_HFAdapter):
         return self.hf.logit_bias.reshape(())
 
     def text_mask(self, tokens: Tensor) -> Tensor:
-        """All True ``[B, L]``: SigLIP attends to every position, pads included."""
-        return torch.ones_like(tokens, dtype=torch.bool)
+        """bool ``[B, L]``: all True under ``"max_length"`` (SigLIP attends to every
+        position, pads included); under ``"masked"`` the caption's tokens (at least
+        position 0), as in the class docstring."""
+        if self.text_padding == "max_length":
+            return torch.ones_like(tokens, dtype=torch.bool)
+        kept = _kept_lengths(tokens, pad_id=self.pad_id, eos_id=self.eos_id).clamp_min(1)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return positions[None, :] < kept[:, None]
 
     def encode_text(self, tokens: Tensor) -> Tensor:
-        """int64 ``[B, L]`` -> unit ``[B, D]``; rows right-padded to ``context_length``."""
+        """int64 ``[B, L]`` -> unit ``[B, D]``; rows right-padded to ``context_length``
+        and pooled as :attr:`text_padding` says."""
         tokens = _check_tokens(tokens, self.context_length, self.vocab_size)
         missing = self.context_length - tokens.shape[1]
         if missing:
             tokens = F.pad(tokens, (0, missing), value=self.pad_id)
-        return F.normalize(_pooled(self.hf.get_text_features(input_ids=tokens)), dim=-1)
+        if self.text_padding == "max_length":
+            return F.normalize(_pooled(self.hf.get_text_features(input_ids=tokens)), dim=-1)
+        mask = self.text_mask(tokens)  # [B, L]
+        text = self.hf.text_model
+        hidden = text(input_ids=tokens, attention_mask=mask.long()).last_hidden_state
+        last = mask.long().sum(dim=1) - 1  # [B], the caption's last token
+        pooled = hidden[torch.arange(tokens.shape[0], device=tokens.device), last]  # [B, W]
+        return F.normalize(text.head(pooled), dim=-1)
 
     def _image_flops(self, patch_size: int) -> int:
         v = self.hf.config.vision_config
@@ -752,7 +814,13 @@ class HFSiglipAdapter(_HFAdapter):
         return patch + blocks + head
 
     def _text_flops(self) -> int:
-        return _text_tower_flops(self.hf.config.text_config, self.embed_dim)
+        flops = _text_tower_flops(self.hf.config.text_config, self.embed_dim)
+        if self.text_padding == "masked":  # SiglipTextModel also runs its head on [:, -1]
+            flops += 2 * int(self.hf.config.text_config.hidden_size) * self.embed_dim
+        return flops
+
+    def _adapter_record(self) -> dict[str, Any]:
+        return {**super()._adapter_record(), "text_padding": self.text_padding}
 
     @classmethod
     def _model_class(cls) -> type:
@@ -761,18 +829,33 @@ class HFSiglipAdapter(_HFAdapter):
         return SiglipModel
 
     @classmethod
+    def _build(
+        cls,
+        hf: nn.Module,
+        *,
+        pad_id: int | None,
+        preprocessing: ImagePreprocessing | None,
+        extra: Mapping[str, Any],
+    ) -> HFSiglipAdapter:
+        # a folder saved before the option existed was read the model's own way
+        padding = extra.get("text_padding", "max_length")
+        return cls(hf, pad_id=pad_id, preprocessing=preprocessing, text_padding=padding)
+
+    @classmethod
     def from_config(
         cls,
         config: Mapping[str, Any] | Any,
         *,
         pad_id: int | None = None,
         preprocessing: ImagePreprocessing | None = None,
+        text_padding: str = "max_length",
     ) -> HFSiglipAdapter:
         """A freshly initialised ``SiglipModel`` from a config dict (``SiglipConfig``
         fields, ``text_config`` / ``vision_config`` as dicts) or a ``SiglipConfig``.
 
         Temperature and bias start at SigLIP's ``t = 10``, ``b = -10`` (HF's own init is
         ``t = 1``, ``b = 0``), as curatorch's :class:`TwoTower` does. Uses the global torch RNG.
+        ``text_padding``: see the class docstring (``"masked"`` for short captions).
         """
         from transformers import SiglipConfig, SiglipModel
 
@@ -781,7 +864,7 @@ class HFSiglipAdapter(_HFAdapter):
         with torch.no_grad():
             model.logit_scale.fill_(math.log(10.0))
             model.logit_bias.fill_(-10.0)
-        return cls(model, pad_id=pad_id, preprocessing=preprocessing)
+        return cls(model, pad_id=pad_id, preprocessing=preprocessing, text_padding=text_padding)
 
 
 class HFCLIPAdapter(_HFAdapter):
@@ -865,10 +948,7 @@ class HFCLIPAdapter(_HFAdapter):
 
     def _lengths(self, tokens: Tensor) -> Tensor:
         """``[B]`` kept positions per row (the mask rule of the class docstring)."""
-        kept = (tokens != self.pad_id).long().cumprod(dim=1).sum(dim=1)  # before the first pad
-        if self.eos_id is not None and self.pad_id == self.eos_id:
-            kept = (kept + 1).clamp_max(tokens.shape[1])
-        return kept
+        return _kept_lengths(tokens, pad_id=self.pad_id, eos_id=self.eos_id)
 
     def text_mask(self, tokens: Tensor) -> Tensor:
         """bool ``[B, L]``: the positions before the first pad (and that pad if it is EOS)."""
@@ -1000,6 +1080,7 @@ def load_model_adapter(
     *,
     pad_id: int | None = None,
     device: str | torch.device = "cpu",
+    text_padding: str | None = None,
 ) -> TwoTowerAdapter | HFSiglipAdapter | HFCLIPAdapter:
     """The model in the local folder ``path``, as an :class:`ImageTextModel` in eval mode.
 
@@ -1010,6 +1091,8 @@ def load_model_adapter(
         path: the folder.
         pad_id: HF only: the pad id of the tokens (default: saved, else the config's).
         device: where the weights go.
+        text_padding: HF SigLIP only (:class:`HFSiglipAdapter`): ``"max_length"`` or
+            ``"masked"`` (default: saved, else ``"max_length"``, SigLIP's own).
 
     Raises ``ValueError`` naming the folder for a folder holding no such model (with
     the ``model_type`` found, e.g. ``'bert'``).
@@ -1022,6 +1105,11 @@ def load_model_adapter(
             raise ValueError(
                 f"`pad_id` is the model config's for source 'curatorch', got {pad_id!r}"
             )
+        if text_padding is not None:
+            raise ValueError(
+                f"`text_padding` applies to HF SigLIP models, got {text_padding!r} for "
+                f"source 'curatorch'"
+            )
         return TwoTowerAdapter.load(folder, device=device)
     model_type = _hf_model_type(folder)
     if model_type not in _HF_ADAPTERS:
@@ -1029,7 +1117,9 @@ def load_model_adapter(
             f"model.path {folder} holds no CLIP or SigLIP model: its config.json has "
             f"model_type {model_type!r} (expected one of {sorted(_HF_ADAPTERS)})"
         )
-    return _HF_ADAPTERS[model_type].from_pretrained(folder, pad_id=pad_id, device=device)  # type: ignore[return-value]
+    return _HF_ADAPTERS[model_type].from_pretrained(  # type: ignore[return-value]
+        folder, pad_id=pad_id, device=device, text_padding=text_padding
+    )
 
 
 def check_tokenizer_vocab(

@@ -69,6 +69,14 @@ class ModelSection:
     weights are the start), or ``hf_config`` a ``config.json`` of one to train from
     scratch; ``size``, ``patch_sizes`` and ``attention`` do not apply. The trained learner
     is saved as a folder that ``from_pretrained`` loads (``OUT/model``).
+
+    ``hf_text_padding`` (SigLIP only, :class:`~curatorch.models.HFSiglipAdapter`): how
+    captions reach the text tower. ``"max_length"`` is SigLIP's own convention (pads
+    attended to, the last position pooled: right for every pretrained SigLIP);
+    ``"masked"`` masks the pads and pools the caption's last token, for a SigLIP trained
+    from scratch on short captions. ``""`` (default): the one the ``model.path`` folder
+    saved, else ``"max_length"``. The choice is saved with the model, so a reference
+    trained with it is read the same way.
     """
 
     size: str = "tiny"
@@ -78,6 +86,7 @@ class ModelSection:
     source: str = "curatorch"
     path: str = ""
     hf_config: str = ""
+    hf_text_padding: str = ""
 
     def validate(self) -> None:
         if self.source not in MODEL_SOURCES:
@@ -97,10 +106,15 @@ class ModelSection:
                     "model.patch_sizes and model.train_patch_size apply to curatorch's FlexiViT; "
                     "a Hugging Face model has its own patch size"
                 )
-        elif self.path or self.hf_config:
+        elif self.path or self.hf_config or self.hf_text_padding:
             raise ConfigError(
-                "model.path and model.hf_config need model.source = 'hf' (curatorch's own "
-                "model is built from model.size)"
+                "model.path, model.hf_config and model.hf_text_padding need model.source = "
+                "'hf' (curatorch's own model is built from model.size)"
+            )
+        if self.hf_text_padding not in ("", *SIGLIP_TEXT_PADDINGS):
+            raise ConfigError(
+                f"model.hf_text_padding must be one of {['', *SIGLIP_TEXT_PADDINGS]}, "
+                f"got {self.hf_text_padding!r}"
             )
         if any(p <= 0 for p in self.patch_sizes):
             raise ConfigError(f"model.patch_sizes must be positive, got {list(self.patch_sizes)}")
@@ -120,6 +134,9 @@ class ModelSection:
 
 
 MODEL_SOURCES = ("curatorch", "hf")
+# HFSiglipAdapter's text conventions (curatorch.models.SIGLIP_TEXT_PADDINGS; kept here so
+# reading a config imports no model code)
+SIGLIP_TEXT_PADDINGS = ("max_length", "masked")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 

@@ -99,8 +99,9 @@ def patch_sizes_for(cfg: ExperimentConfig, learner: ImageTextModel) -> tuple[int
 def hf_learner(cfg: ExperimentConfig, tokenizer: Any) -> ImageTextModel:
     """The Hugging Face learner ``model.path`` (a ``save_pretrained`` folder) or
     ``model.hf_config`` (a ``config.json`` to train from scratch) names, padded with the
-    tokenizer's pad id, checked against the tokenizer's vocabulary and ``data.image_size``
-    (one line naming both sizes)."""
+    tokenizer's pad id and read with ``model.hf_text_padding`` (SigLIP only), checked
+    against the tokenizer's vocabulary and ``data.image_size`` (one line naming both
+    sizes)."""
     from curatorch.models.adapters import (
         check_image_size,
         check_tokenizer_vocab,
@@ -110,15 +111,23 @@ def hf_learner(cfg: ExperimentConfig, tokenizer: Any) -> ImageTextModel:
 
     m = cfg.model
     pad_id = getattr(tokenizer, "pad_id", 0)
+    padding = m.hf_text_padding or None
     if m.path:
-        learner = load_model_adapter("hf", m.path, pad_id=pad_id)
+        if padding is not None and _hf_folder_type(m.path) not in ("siglip", None):
+            raise ValueError(_padding_refusal(m.path))
+        learner = load_model_adapter("hf", m.path, pad_id=pad_id, text_padding=padding)
         learner.module.train()
     else:
         try:
             config = json.loads(Path(m.hf_config).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"model.hf_config {m.hf_config} cannot be read: {exc}") from exc
-        learner = hf_adapter_from_config(config, pad_id=pad_id)
+        extra = {}
+        if padding is not None:
+            if not isinstance(config, dict) or config.get("model_type") != "siglip":
+                raise ValueError(_padding_refusal(m.hf_config))
+            extra["text_padding"] = padding
+        learner = hf_adapter_from_config(config, pad_id=pad_id, **extra)
     name = f"data.tokenizer {cfg.data.tokenizer!r}"
     check_tokenizer_vocab(learner, vocab_size=tokenizer.vocab_size, tokenizer=name)
     if tokenizer.context_length > learner.context_length:
@@ -128,6 +137,24 @@ def hf_learner(cfg: ExperimentConfig, tokenizer: Any) -> ImageTextModel:
         )
     check_image_size(learner, image_size=cfg.data.image_size)
     return learner
+
+
+def _hf_folder_type(folder: str) -> str | None:
+    """``model_type`` in ``folder/config.json``; ``None`` when it cannot be read (the
+    loader then says what the folder holds)."""
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get(
+            "model_type"
+        )
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _padding_refusal(source: str) -> str:
+    return (
+        f"model.hf_text_padding applies to SigLIP models; {source} is not one (CLIP's "
+        f"adapter already masks pads and pools the last caption token): leave it empty"
+    )
 
 
 def open_reference(
