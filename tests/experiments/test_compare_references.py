@@ -251,15 +251,16 @@ def test_compare_with_references_and_pools(compared: dict, capsys) -> None:
     assert "--overwrite" in err
 
 
-def test_pool_runs_are_the_same_in_worker_processes(compared: dict, tmp_path: Path, capsys) -> None:
-    """IID on the full and on the cut pool trained in two worker processes: the same
-    curves as ``compared``'s, trained one after another in this process."""
+def test_runs_are_the_same_in_worker_processes(compared: dict, tmp_path: Path, capsys) -> None:
+    """``compare.workers = 2``: IID on the full and on the cut pool and JEST from a listed
+    reference (three runs, so one worker trains two) give the curves ``compared`` trained
+    one after another in this process (test_compare.py: a run failing in a worker)."""
     out = tmp_path / "w2"
     args = ["compare", str(compared["cfg"]), "--out", str(out), "--no-progress"]
-    args += ["--set", "compare.workers=2", "--set", "compare.only=['iid-top50']"]
+    args += ["--set", "compare.workers=2", "--set", "compare.only=['iid-top50', 'jest']"]
     assert main(args) == 0
     capsys.readouterr()
     curves = json.loads((out / "results.json").read_text())["curves"]
-    assert set(curves) == {"iid", "iid-top50"}
-    assert curves == {name: compared["res"]["curves"][name] for name in ("iid", "iid-top50")}
+    assert set(curves) == {"iid", "iid-top50", "jest"}
+    assert curves == {name: compared["res"]["curves"][name] for name in curves}
     assert curves["iid"]["mean_score"] != curves["iid-top50"]["mean_score"]
