@@ -109,6 +109,7 @@ def test_bad_plan_input_exits_2_and_names_it(setup: dict[str, Path], capsys) -> 
     _refused(capsys, setup, *base, match="plan needs --params FILE or --config")
     _refused(capsys, setup, *base, "--params", root / "none.jsonl", match="none.jsonl")
     _refused(capsys, setup, *base, "--params", params, "--run-samples", "1K", match="not both")
+    _refused(capsys, setup, *base, "--params", params, "--workers", "0", match="--workers must")
     _refused(capsys, setup, *base, "--params", params, "--ratios", "0.5", match="--ratios applies")
     _refused(capsys, setup, *base, "--run-samples", "1K", match="need --config CONFIG")
     _refused(capsys, setup, *base, "--params", params, "--buckets", "0", match="--buckets must")
@@ -162,6 +163,16 @@ def test_short_runs_and_validation_on_a_tiny_world(tmp_path: Path, capsys) -> No
     assert [r["budget"] for r in rows] == ["16", "32"]
     assert all(len(r["trained"]) == 2 and r["gap"] >= 0 for r in rows)
     assert "## Validation" in (out / "plan.md").read_text()
+    # two worker processes train the same runs: the same points and validation errors
+    par = tmp_path / "plan-workers"
+    code, _, err = _run(
+        capsys, *args[:-1], par, "--budgets", "16,32", "--run-samples", "16,32", "--ratios", "0",
+        "--validate-seeds", "0", "--workers", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    rec2 = json.loads((par / "plan.json").read_text())
+    assert rec2["run_points"] == rec["run_points"]
+    assert rec2["validation"]["budgets"] == rec["validation"]["budgets"]
     # the same table against another pool, and JEST without a reference, are refused
     other = tmp_path / "other.toml"
     other.write_text(DATA_TOML.replace("raw_size = 120", "raw_size = 100") + _TRAIN_TOML)

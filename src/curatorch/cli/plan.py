@@ -66,6 +66,13 @@ def register(sub: Any) -> None:
         default=None,
         help="train every candidate x ratio at these seeds and compare (needs --config)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="short runs and validation: train this many runs at a time, each in its own "
+        "process (default 1; the runs are the same either way)",
+    )
     add_set_option(p)
     p.set_defaults(handler=_plan)
 
@@ -87,6 +94,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("short runs and --validate-seeds need --config CONFIG")
     if args.overrides and args.config is None:
         raise ValueError("--set applies with --config")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.pool_size is not None and args.validate_seeds:
         raise ValueError(
             "--pool-size does not go with --validate-seeds (they train the table's pool)"
@@ -215,6 +224,7 @@ def _short_runs(args: argparse.Namespace, state: dict[str, Any]) -> dict[float, 
         samples=state["samples"],
         reference=state["reference"],
         metric=args.metric,
+        workers=args.workers,
     )
     fits = fit_short_runs(points, args.out, bucket_size=state["buckets"].size, method=args.method)
     state.update(points=points, seconds=seconds, fits=fits)
@@ -236,6 +246,7 @@ def _validate(
         seeds=args.validate_seeds,
         reference=state["reference"],
         metric=args.metric,
+        workers=args.workers,
     )
     budgets = [float(b) for b in joint.budgets]
     for f, by_label in result["measured"].items():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ __all__ = [
     "flops_ratio",
     "short_run_config",
     "train_buckets",
+    "train_pool_runs",
     "validate_plan",
 ]
 
@@ -180,6 +180,91 @@ class ShortRuns:
     seconds: dict[str, float]
 
 
+_PoolJob = tuple[ExperimentConfig, Path, np.ndarray]  # config, run folder, positions in the pool
+_WORKER_POOLS: dict[str, tuple[World, str]] = {}  # per worker process: data config -> world
+
+
+def _pool_name(world: World, pool: PairDataset) -> str:
+    for name in ("raw", "curated"):
+        if pool is world.pool(name):
+            return name
+    raise ValueError("workers > 1 train on the built-in world's raw or curated pool only")
+
+
+def _train_pool_in_worker(
+    cfg: ExperimentConfig, folder: Path, pool_name: str, digest: str, index: np.ndarray, metric: str
+) -> tuple[_Points, float, list[str]]:
+    """One :func:`train_pool` run in a worker process: the world is built from ``cfg.data``
+    once per process and must hold the parent's pool (``digest``), else ``RuntimeError``."""
+    from curatorch.data import build_world
+
+    key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
+    if key not in _WORKER_POOLS:
+        _WORKER_POOLS.clear()
+        world = build_world(cfg.data)
+        _WORKER_POOLS[key] = (world, pool_digest(world.pool(pool_name)))
+    world, have = _WORKER_POOLS[key]
+    if have != digest:
+        raise RuntimeError(
+            f"a worker built another {pool_name!r} pool than this process from the same "
+            f"data config (digest {have[:12]} != {digest[:12]})"
+        )
+    lines: list[str] = []
+    sub = world.pool(pool_name).subset(torch.from_numpy(index))
+    points, wall = train_pool(cfg, folder, world=world, pool=sub, log=lines.append, metric=metric)
+    return points, wall, lines
+
+
+def train_pool_runs(
+    jobs: Sequence[_PoolJob],
+    *,
+    world: World,
+    pool: PairDataset,
+    metric: str,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[tuple[_Points, float]]:
+    """Run each job ``(config, folder, positions in pool)`` as :func:`train_pool` does;
+    returns ``[(points, seconds)]`` in the jobs' order.
+
+    With ``workers > 1`` the jobs run in that many spawned processes (``pool`` must be
+    ``world``'s raw or curated pool, rebuilt in each process from the config and checked
+    against this one by digest). Each run is exactly the run it is in this process (its
+    own seed, threads and folder); only the order of the log lines changes. A failed run
+    cancels the runs not yet started and raises its error.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) <= 1:
+        return [
+            train_pool(
+                cfg, f, world=world, pool=pool.subset(torch.from_numpy(i)), log=log, metric=metric
+            )
+            for cfg, f, i in jobs
+        ]
+    import concurrent.futures as cf
+    import multiprocessing
+
+    name, digest = _pool_name(world, pool), pool_digest(pool)
+    ctx = multiprocessing.get_context("spawn")
+    results: list[tuple[_Points, float] | None] = [None] * len(jobs)
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as ex:
+        futures = {
+            ex.submit(_train_pool_in_worker, cfg, folder, name, digest, idx, metric): j
+            for j, (cfg, folder, idx) in enumerate(jobs)
+        }
+        try:
+            for fut in cf.as_completed(futures):
+                points, wall, lines = fut.result()
+                for line in lines:
+                    log(line)
+                results[futures[fut]] = (points, wall)
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [r for r in results if r is not None]
+
+
 def train_buckets(
     cfg: ExperimentConfig,
     out: Path,
@@ -191,31 +276,30 @@ def train_buckets(
     samples: Sequence[float],
     reference: str,
     metric: str,
+    workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> tuple[dict[float, dict[str, _Points]], dict[str, float]]:
-    """Train every bucket alone at every ratio into ``out/runs/{iid,jest_f0.5}/{bucket}``.
+    """Train every bucket alone at every ratio into ``out/runs/{iid,jest_f0.5}/{bucket}``
+    (``workers`` runs at a time, see :func:`train_pool_runs`).
 
     Returns ``({f: {bucket: points}}, {run: seconds})``; evaluations within the warmup
     (``optim.warmup_steps`` batches: the learning rate still rising, not the run the law
     describes) are left out, and a run left with fewer than 2 points is a ``ValueError``.
     """
     warm = check_run_samples(cfg, samples)
-    points: dict[float, dict[str, _Points]] = {}
-    seconds: dict[str, float] = {}
+    keys: list[tuple[float, str]] = []
+    jobs: list[_PoolJob] = []
     for f in ratios:
         run_cfg = short_run_config(cfg, samples=samples, filter_ratio=f, reference=reference)
-        points[f] = {}
         for name, index in zip(buckets.names, buckets.index, strict=True):
-            folder = out / "runs" / _ratio_dir(f) / name
-            measured, seconds[f"{_ratio_dir(f)}/{name}"] = train_pool(
-                run_cfg,
-                folder,
-                world=world,
-                pool=pool.subset(torch.from_numpy(index)),
-                log=log,
-                metric=metric,
-            )
-            points[f][name] = [(n, e) for n, e in measured if n > warm]
+            keys.append((f, name))
+            jobs.append((run_cfg, out / "runs" / _ratio_dir(f) / name, index))
+    results = train_pool_runs(jobs, world=world, pool=pool, metric=metric, workers=workers, log=log)
+    points: dict[float, dict[str, _Points]] = {f: {} for f in ratios}
+    seconds: dict[str, float] = {}
+    for (f, name), (measured, wall) in zip(keys, results, strict=True):
+        seconds[f"{_ratio_dir(f)}/{name}"] = wall
+        points[f][name] = [(n, e) for n, e in measured if n > warm]
     return points, seconds
 
 
@@ -266,42 +350,40 @@ def validate_plan(
     seeds: Sequence[int],
     reference: str,
     metric: str,
+    workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train every candidate the planner considered (each ratio's unions) at every ratio
     and seed, to the largest budget with an evaluation at every budget, into
-    ``out/validate/{ratio}/{label}_s{seed}``.
+    ``out/validate/{ratio}/{label}_s{seed}`` (``workers`` runs at a time, see
+    :func:`train_pool_runs`).
 
     Returns ``{"measured": {f: {label: [[error per budget] per seed]}}, "seconds": ...}``
     with the error read at each budget's evaluation.
     """
     budgets = [float(b) for b in joint.budgets]
     index = dict(zip(buckets.names, buckets.index, strict=True))
-    measured: dict[float, dict[str, list[list[float]]]] = {}
-    seconds: dict[str, float] = {}
+    keys: list[tuple[float, str, str]] = []
+    jobs: list[_PoolJob] = []
     for f, plan in zip(joint.ratios, joint.plans, strict=True):
-        measured[f] = {}
         for pools in plan.pools:
             label = buckets.label(pools)
-            union = pool.subset(torch.from_numpy(np.concatenate([index[p] for p in pools])))
+            union = np.concatenate([index[p] for p in pools])
             for seed in seeds:
                 run_cfg = short_run_config(
                     cfg, samples=budgets, filter_ratio=f, reference=reference, seed=seed
                 )
                 name = f"{_ratio_dir(f)}/{label}_s{seed}"
-                t0 = time.perf_counter()
-                points, _ = train_pool(
-                    run_cfg,
-                    out / "validate" / name,
-                    world=world,
-                    pool=union,
-                    log=log,
-                    metric=metric,
-                )
-                seconds[name] = time.perf_counter() - t0
-                at = dict(points)
-                batch = cfg.train.batch_size
-                measured[f].setdefault(label, []).append(
-                    [at[max(1, math.ceil(b / batch)) * batch] for b in budgets]
-                )
+                keys.append((f, label, name))
+                jobs.append((run_cfg, out / "validate" / name, union))
+    results = train_pool_runs(jobs, world=world, pool=pool, metric=metric, workers=workers, log=log)
+    measured: dict[float, dict[str, list[list[float]]]] = {f: {} for f in joint.ratios}
+    seconds: dict[str, float] = {}
+    batch = cfg.train.batch_size
+    for (f, label, name), (points, wall) in zip(keys, results, strict=True):
+        seconds[name] = wall
+        at = dict(points)
+        measured[f].setdefault(label, []).append(
+            [at[max(1, math.ceil(b / batch)) * batch] for b in budgets]
+        )
     return {"measured": measured, "seconds": seconds}
