@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             for img, txt in operands:
                 c_img, c_txt = img[chunk], txt[chunk]
                 for start in range(0, size, tile):
-                    torch.mm(c_img, txt[start : start + tile].T)
-                    torch.mm(c_txt, img[start : start + tile].T)
+                    torch.mm(txt[start : start + tile], c_img.T)  # [tile, n], as the kernel
+                    torch.mm(img[start : start + tile], c_txt.T)
 
     def run_dense() -> torch.Tensor:
         return dense_joint_select(scorer.dense(), batch_size=b, chunks=args.chunks, generator=gen())

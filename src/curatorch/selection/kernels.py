@@ -9,10 +9,12 @@ each model (scale ``t``, bias ``b``), the sums over the chunk's ``n`` examples `
 two ``[n, B]`` blocks per model, each written by the matrix product, then read and written
 by the softplus, then read by the sum: three passes over blocks that do not fit in cache.
 
-The ``"compiled"`` kernel splits the candidates into column tiles of ``tile`` (sized so a
-``[n, tile]`` block stays in the L2 cache on CPU) and runs one ``torch.compile`` d
-function per tile and model: both products, then softplus, scale and bias and the column
-sums in one fused pass over the block (C++ with vector intrinsics on CPU, Triton on CUDA).
+The ``"compiled"`` kernel splits the candidates into tiles of ``tile`` (sized so a
+``[tile, n]`` block stays in the L2 cache on CPU) and runs one ``torch.compile`` d
+function per tile and model: both products, then softplus, scale and bias and the sums
+over the chosen examples in one fused pass over the block (C++ with vector intrinsics on
+CPU, Triton on CUDA). The block is laid out candidates by chosen so that the sum runs
+along its contiguous axis.
 In float32 (on every device) the softplus is evaluated as ``max(x, 0) + u P(u)``, ``u =
 exp(-|x|)``, with ``P`` a degree-8 polynomial fit to ``log1p(u) / u`` on ``[0, 1]``
 (relative error below 5e-8, under float32's resolution): one transcendental per pair
@@ -88,9 +90,14 @@ def softplus_poly(x: Tensor) -> Tensor:
 def _tile_sums_exact(
     ci: Tensor, ct: Tensor, img: Tensor, txt: Tensor, t: Tensor, b: Tensor
 ) -> Tensor:
-    """Both blocks' column sums for one tile of candidates: ``[tile]``."""
-    rows = F.softplus(torch.mm(ci, txt.T).to(t.dtype) * t + b).sum(dim=0)
-    cols = F.softplus(torch.mm(ct, img.T).to(t.dtype) * t + b).sum(dim=0)
+    """Both blocks' column sums for one tile of candidates: ``[tile]``.
+
+    Each block is made as ``[tile, n]`` (candidates by chosen), so that its sum runs along
+    the contiguous axis: the compiled kernel then reads every block once, in cache, with
+    the softplus in the same loop (a ``[n, tile]`` block summed over its rows was read
+    twice, the exponentials written out between the passes)."""
+    rows = F.softplus(torch.mm(txt, ci.T).to(t.dtype) * t + b).sum(dim=1)
+    cols = F.softplus(torch.mm(img, ct.T).to(t.dtype) * t + b).sum(dim=1)
     return rows + cols
 
 
@@ -98,8 +105,8 @@ def _tile_sums_poly(
     ci: Tensor, ct: Tensor, img: Tensor, txt: Tensor, t: Tensor, b: Tensor
 ) -> Tensor:
     """As :func:`_tile_sums_exact` with :func:`softplus_poly` (float32 blocks)."""
-    rows = softplus_poly(torch.mm(ci, txt.T).to(t.dtype) * t + b).sum(dim=0)
-    cols = softplus_poly(torch.mm(ct, img.T).to(t.dtype) * t + b).sum(dim=0)
+    rows = softplus_poly(torch.mm(txt, ci.T).to(t.dtype) * t + b).sum(dim=1)
+    cols = softplus_poly(torch.mm(img, ct.T).to(t.dtype) * t + b).sum(dim=1)
     return rows + cols
 
 
@@ -148,7 +155,7 @@ def _compiled_fn(device_type: str, exact: bool) -> Callable[..., Tensor]:
 
 
 def default_tile(rows: int, columns: int, device: torch.device) -> int:
-    """Candidates per tile for a chunk of ``rows`` examples: a cache-sized ``[rows, tile]``
+    """Candidates per tile for a chunk of ``rows`` examples: a cache-sized ``[tile, rows]``
     float32 block on CPU (a multiple of 64), a memory-bounded one on CUDA."""
     rows = max(rows, 1)
     if device.type == "cuda":
