@@ -13,8 +13,9 @@ The ``"compiled"`` kernel splits the candidates into tiles of ``tile`` (sized so
 ``[tile, n]`` block stays in the L2 cache on CPU) and runs one ``torch.compile`` d
 function per tile and model: both products, then softplus, scale and bias and the sums
 over the chosen examples in one fused pass over the block (C++ with vector intrinsics on
-CPU, Triton on CUDA). The block is laid out candidates by chosen so that the sum runs
-along its contiguous axis.
+CPU, Triton on CUDA; on CPU inductor writes ``exp(-|x|)`` out in a first loop over the
+block and sums in a second). The block is laid out candidates by chosen so that the sum
+runs along its contiguous axis.
 In float32 (on every device) the softplus is evaluated as ``max(x, 0) + u P(u)``, ``u =
 exp(-|x|)``, with ``P`` a degree-8 polynomial fit to ``log1p(u) / u`` on ``[0, 1]``
 (relative error below 5e-8, under float32's resolution): one transcendental per pair
@@ -93,9 +94,9 @@ def _tile_sums_exact(
     """Both blocks' column sums for one tile of candidates: ``[tile]``.
 
     Each block is made as ``[tile, n]`` (candidates by chosen), so that its sum runs along
-    the contiguous axis: the compiled kernel then reads every block once, in cache, with
-    the softplus in the same loop (a ``[n, tile]`` block summed over its rows was read
-    twice, the exponentials written out between the passes)."""
+    the contiguous axis: the compiled CPU kernel's reduction loop reads each candidate's
+    ``n`` terms side by side (over a ``[n, tile]`` block it read them down a stride of
+    ``tile`` floats)."""
     rows = F.softplus(torch.mm(txt, ci.T).to(t.dtype) * t + b).sum(dim=1)
     cols = F.softplus(torch.mm(img, ct.T).to(t.dtype) * t + b).sum(dim=1)
     return rows + cols
