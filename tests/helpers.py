@@ -214,3 +214,33 @@ training = ["jest-short", "jest"]
 raw = ["iid", "jest"]
 filtered = ["iid-top50", "jest-top50"]
 """
+
+
+def compare_once(root: Path, config_text: str) -> dict:
+    """``curatorch compare`` of ``config_text`` run once in this process into ``root/out``
+    (torch's thread count restored after): ``{"cfg", "out", "summary"`` (its printed last
+    JSON line), ``"res"`` (``results.json`` as first written)``}``."""
+    import contextlib
+    import io
+
+    import torch
+
+    from curatorch.cli import main
+
+    cfg = root / "cmp.toml"
+    cfg.write_text(config_text)
+    out = root / "out"
+    printed = io.StringIO()
+    n = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(printed):
+            rc = main(["compare", str(cfg), "--out", str(out), "--no-progress"])
+    finally:
+        torch.set_num_threads(n)
+    assert rc == 0, printed.getvalue()[-2000:]
+    return {
+        "cfg": cfg,
+        "out": out,
+        "summary": json.loads(printed.getvalue().strip().splitlines()[-1]),
+        "res": json.loads((out / "results.json").read_text()),
+    }

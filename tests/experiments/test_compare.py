@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import re
 from pathlib import Path
@@ -19,6 +17,7 @@ from curatorch.experiments.jest_compare import (
     to_target,
 )
 from curatorch.train import ConfigError
+from tests.helpers import compare_once
 
 TINY = """
 [data]
@@ -275,26 +274,9 @@ def test_summary_speedups() -> None:
 def compared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """TINY compared end to end once, in this process (``compare.workers = 1``): its
     config file and folder, the printed summary and ``results.json`` as first written."""
-    import torch
-
-    root = tmp_path_factory.mktemp("compare")
-    cfg = root / "cmp.toml"
-    cfg.write_text(TINY)
-    out = root / "out"
-    printed = io.StringIO()
-    n = torch.get_num_threads()
-    try:
-        with contextlib.redirect_stdout(printed):
-            rc = main(["compare", str(cfg), "--out", str(out), "--no-progress"])
-    finally:
-        torch.set_num_threads(n)
-    assert rc == 0
-    return {
-        "cfg": cfg,
-        "out": out,
-        "result": json.loads(printed.getvalue().strip().splitlines()[-1]),
-        "res": json.loads((out / "results.json").read_text()),
-    }
+    ran = compare_once(tmp_path_factory.mktemp("compare"), TINY)
+    ran["result"] = ran.pop("summary")
+    return ran
 
 
 def test_compare_end_to_end(compared: dict, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,8 +5,6 @@ in worker processes)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
@@ -26,7 +24,7 @@ from curatorch.experiments.compare_references import (
 )
 from curatorch.experiments.jest_compare import parse_compare_config
 from curatorch.train import ConfigError, OutputDirError
-from tests.helpers import STUDY_TINY
+from tests.helpers import STUDY_TINY, compare_once
 
 
 @pytest.fixture(autouse=True)
@@ -196,24 +194,9 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """CMP_TINY (every reference, pool and strategy, one seed) compared once, in this
     process: its config file and folder, the printed summary and ``results.json`` as
     first written."""
-    root = tmp_path_factory.mktemp("compare_references")
-    cfg = root / "cmp.toml"
-    cfg.write_text(CMP_TINY)
-    out = root / "out"
-    printed = io.StringIO()
-    n = torch.get_num_threads()
-    try:
-        with contextlib.redirect_stdout(printed):
-            rc = main(["compare", str(cfg), "--out", str(out), "--no-progress"])
-    finally:
-        torch.set_num_threads(n)
-    assert rc == 0
-    return {
-        "cfg": cfg,
-        "out": out,
-        "last": json.loads(printed.getvalue().strip().splitlines()[-1]),
-        "res": json.loads((out / "results.json").read_text()),
-    }
+    ran = compare_once(tmp_path_factory.mktemp("compare_references"), CMP_TINY)
+    ran["last"] = ran.pop("summary")
+    return ran
 
 
 def test_compare_with_references_and_pools(compared: dict, capsys) -> None:
