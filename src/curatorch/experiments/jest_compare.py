@@ -691,6 +691,16 @@ def _analyze(
 _WORKER_WORLDS: dict[str, World] = {}
 
 
+def worker_world(data: Any) -> World:
+    """The built-in world of the data config ``data``, built once per (worker) process:
+    the last one asked for is kept, keyed by the whole data config."""
+    key = json.dumps(dataclasses.asdict(data), sort_keys=True)
+    if key not in _WORKER_WORLDS:
+        _WORKER_WORLDS.clear()
+        _WORKER_WORLDS[key] = build_world(data)
+    return _WORKER_WORLDS[key]
+
+
 def _training_pool(
     world: World | None, cfg: ExperimentConfig, index: torch.Tensor | None
 ) -> PairDataset | None:
@@ -716,11 +726,7 @@ def _train_job(
     evaluation puts ``(job, step)`` on the ``steps`` queue (``None``: no reports)."""
     world = None
     if needs_world(cfg) or index is not None:
-        key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
-        if key not in _WORKER_WORLDS:
-            _WORKER_WORLDS.clear()
-            _WORKER_WORLDS[key] = build_world(cfg.data)
-        world = _WORKER_WORLDS[key]
+        world = worker_world(cfg.data)
     pool = _training_pool(world, cfg, index)
     return _train(
         cfg,

@@ -181,7 +181,6 @@ class ShortRuns:
 
 
 _PoolJob = tuple[ExperimentConfig, Path, np.ndarray]  # config, run folder, positions in the pool
-_WORKER_POOLS: dict[str, tuple[World, str]] = {}  # per worker process: data config -> world
 
 
 def _pool_name(world: World, pool: PairDataset) -> str:
@@ -195,15 +194,12 @@ def _train_pool_in_worker(
     cfg: ExperimentConfig, folder: Path, pool_name: str, digest: str, index: np.ndarray, metric: str
 ) -> tuple[_Points, float, list[str]]:
     """One :func:`train_pool` run in a worker process: the world is built from ``cfg.data``
-    once per process and must hold the parent's pool (``digest``), else ``RuntimeError``."""
-    from curatorch.data import build_world
+    once per process (:func:`~curatorch.experiments.jest_compare.worker_world`) and must
+    hold the parent's pool (``digest``), else ``RuntimeError``."""
+    from curatorch.experiments.jest_compare import worker_world
 
-    key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
-    if key not in _WORKER_POOLS:
-        _WORKER_POOLS.clear()
-        world = build_world(cfg.data)
-        _WORKER_POOLS[key] = (world, pool_digest(world.pool(pool_name)))
-    world, have = _WORKER_POOLS[key]
+    world = worker_world(cfg.data)
+    have = pool_digest(world.pool(pool_name))
     if have != digest:
         raise RuntimeError(
             f"a worker built another {pool_name!r} pool than this process from the same "
